@@ -1,0 +1,242 @@
+"""Reading and writing collections of CIFs: a file, a folder, a ``.tar.gz`` or a CSV.
+
+Every reader yields ``(name, text)`` pairs in a stable order, so repeated runs give
+identical output. Writers are atomic: a temp file in the same folder, then a rename.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import os
+import pickle
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from ..errors import CIFError, DataError
+
+CIF_SUFFIXES = (".cif",)
+TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+
+csv.field_size_limit(2**31 - 1)
+
+
+def source_kind(path: str | os.PathLike) -> str:
+    """Return ``"cif"``, ``"folder"``, ``"tar"``, ``"csv"`` or ``"pkl"`` for a CIF source.
+
+    Raises:
+        DataError: the path does not exist or is of no known kind.
+    """
+    p = Path(path)
+    name = p.name.lower()
+    if p.is_dir():
+        return "folder"
+    if not p.exists():
+        raise DataError(f"No such file or folder: {p}")
+    if name.endswith(TAR_SUFFIXES):
+        return "tar"
+    if name.endswith(".csv"):
+        return "csv"
+    if name.endswith((".pkl.gz", ".pkl")):
+        return "pkl"
+    return "cif"
+
+
+def read_text_file(path: str | os.PathLike) -> str:
+    """Return a CIF file's text.
+
+    Raises:
+        CIFError: the file is empty, binary, or not UTF-8/latin-1 text.
+    """
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise CIFError(f"{p}: cannot read file ({exc.strerror})") from None
+    return decode_cif_bytes(data, str(p))
+
+
+def decode_cif_bytes(data: bytes, name: str) -> str:
+    """Return CIF bytes as text; empty or binary content is a :class:`CIFError`."""
+    if not data.strip():
+        raise CIFError(f"{name}: empty file")
+    if b"\x00" in data[:4096]:
+        raise CIFError(f"{name}: binary file, not a CIF")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def iter_cifs(path: str | os.PathLike, *, column: str = "cif", id_column: str | None = None) -> Iterator[tuple[str, str]]:
+    """Yield ``(name, cif_text)`` from a CIF file, folder, tar archive, CSV or ``.pkl.gz``.
+
+    Names are file stems (folders, archives), the id column or row number (CSV), or the
+    stored ids (pickles). A member that is empty, binary or unreadable is yielded with an
+    empty string, so a batch run records it as failed by name and goes on.
+
+    Raises:
+        DataError: the source is missing or malformed (e.g. a CSV without the column).
+    """
+    kind = source_kind(path)
+    p = Path(path)
+    if kind == "cif":
+        yield p.stem, _safe_read(p)
+    elif kind == "folder":
+        for file in sorted(p.rglob("*")):
+            if file.is_file() and file.suffix.lower() in CIF_SUFFIXES:
+                yield str(file.relative_to(p).with_suffix("")), _safe_read(file)
+    elif kind == "tar":
+        yield from _iter_tar(p)
+    elif kind == "csv":
+        yield from _iter_csv(p, column, id_column)
+    else:
+        from ..data.pickles import read_cif_pickle
+
+        yield from read_cif_pickle(p)
+
+
+def _safe_read(path: Path) -> str:
+    try:
+        return read_text_file(path)
+    except CIFError:
+        return ""
+
+
+def _iter_tar(path: Path) -> Iterator[tuple[str, str]]:
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            members = sorted((m for m in tar.getmembers() if m.isfile() and m.name.lower().endswith(CIF_SUFFIXES)),
+                             key=lambda m: m.name)
+            for member in members:
+                handle = tar.extractfile(member)
+                data = handle.read() if handle is not None else b""
+                name = Path(member.name).with_suffix("").as_posix().lstrip("./")
+                try:
+                    yield name, decode_cif_bytes(data, member.name)
+                except CIFError:
+                    yield name, ""
+    except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as exc:
+        raise DataError(f"{path}: not a readable tar archive ({exc})") from None
+
+
+def _iter_csv(path: Path, column: str, id_column: str | None) -> Iterator[tuple[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        fields = reader.fieldnames or []
+        if column not in fields:
+            raise DataError(f"{path}: no '{column}' column (columns: {', '.join(fields) or 'none'})")
+        if id_column is None:
+            id_column = "material_id" if "material_id" in fields else None
+        elif id_column not in fields:
+            raise DataError(f"{path}: no '{id_column}' column")
+        width = 6
+        for row_number, row in enumerate(reader):
+            name = row[id_column] if id_column and row.get(id_column) else f"row{row_number:0{width}d}"
+            yield _safe_name(name), row[column] or ""
+
+
+def _safe_name(name: str) -> str:
+    """Return ``name`` usable as a file stem (no separators or odd characters)."""
+    cleaned = "".join(c if c.isalnum() or c in "-_.+=" else "_" for c in name.strip())
+    return cleaned.strip(".") or "unnamed"
+
+
+def count_cifs(path: str | os.PathLike) -> int | None:
+    """Return the number of CIFs in a source without parsing them (``None`` if costly)."""
+    kind = source_kind(path)
+    if kind == "cif":
+        return 1
+    if kind == "folder":
+        return sum(1 for f in Path(path).rglob("*") if f.is_file() and f.suffix.lower() in CIF_SUFFIXES)
+    return None
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temp file in the same folder, then rename)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, then rename)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def output_kind(path: str | os.PathLike) -> str:
+    """Return how a collection is written to ``path``: ``"tar"``, ``"csv"``, ``"cif"`` or ``"folder"``."""
+    name = str(path).lower()
+    if name.endswith(TAR_SUFFIXES):
+        return "tar"
+    if name.endswith(".csv"):
+        return "csv"
+    if name.endswith(".cif"):
+        return "cif"
+    return "folder"
+
+
+def write_cifs(path: str | os.PathLike, items: Iterable[tuple[str, str]]) -> int:
+    """Write ``(name, text)`` pairs to a folder, ``.tar.gz``, CSV (``cif`` column) or one CIF.
+
+    Archives and CSVs are written to a temp file and renamed, so a failed run leaves no
+    half-written output. Tar members get a fixed mtime so re-runs are byte-identical.
+    Returns the number written.
+    """
+    kind = output_kind(path)
+    p = Path(path)
+    count = 0
+    if kind == "folder":
+        p.mkdir(parents=True, exist_ok=True)
+        for name, text in items:
+            atomic_write_text(p / f"{name}.cif", text)
+            count += 1
+    elif kind == "cif":
+        pairs = list(items)
+        if len(pairs) != 1:
+            raise DataError(f"{p}: a single .cif output needs exactly one input CIF, got {len(pairs)}")
+        atomic_write_text(p, pairs[0][1])
+        count = 1
+    elif kind == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["material_id", "cif"])
+        for name, text in items:
+            writer.writerow([name, text])
+            count += 1
+        atomic_write_text(p, buffer.getvalue())
+    else:
+        buffer = io.BytesIO()
+        # gzip header mtime fixed to 0 so identical input gives identical bytes
+        with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz:
+            with tarfile.open(fileobj=gz, mode="w") as tar:
+                for name, text in items:
+                    data = text.encode("utf-8")
+                    info = tarfile.TarInfo(name=f"{name}.cif")
+                    info.size = len(data)
+                    info.mtime = 0
+                    info.mode = 0o644
+                    tar.addfile(info, io.BytesIO(data))
+                    count += 1
+        atomic_write_bytes(p, buffer.getvalue())
+    return count
+
+
+def dump_pickle(path: str | os.PathLike, obj: object) -> None:
+    """Pickle ``obj`` to ``path`` atomically (protocol 4, deterministic for plain data)."""
+    atomic_write_bytes(path, pickle.dumps(obj, protocol=4))

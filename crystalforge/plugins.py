@@ -1,0 +1,235 @@
+"""Build the plugin manager: built-in plugins first, then each entry point on its own.
+
+A third-party plugin that fails to import or to register is unregistered, its components
+are removed, and the failure is recorded (``crystalforge plugins`` shows it as ``error``);
+the rest keeps working. ``CRYSTALFORGE_STRICT_PLUGINS=1`` makes such failures fatal (for
+CI), and ``CRYSTALFORGE_BLOCK_PLUGINS=name1,name2`` keeps plugins from loading at all,
+built-ins included. ``CRYSTALFORGE_TRACE_HOOKS=1`` logs every hook call.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import os
+from importlib import metadata as importlib_metadata
+from typing import Any
+
+import attrs
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError
+from .registry import KINDS, Registry
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "crystalforge"
+STRICT_ENV = "CRYSTALFORGE_STRICT_PLUGINS"
+BLOCK_ENV = "CRYSTALFORGE_BLOCK_PLUGINS"
+TRACE_ENV = "CRYSTALFORGE_TRACE_HOOKS"
+
+#: Built-in plugins, registered through the very same hooks as third-party ones.
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "crystalforge.builtins.tokenizers",
+    "crystalforge.builtins.models",
+    "crystalforge.builtins.search",
+    "crystalforge.builtins.scorers",
+    "crystalforge.builtins.validators",
+)
+
+
+@attrs.define
+class PluginInfo:
+    """What ``crystalforge plugins`` shows for one plugin."""
+
+    name: str
+    version: str | None
+    status: str  # "ok" | "error" | "blocked"
+    builtin: bool
+    source: str
+    error: str | None = None
+    provides: dict[str, list[str]] = attrs.field(factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _blocked_names() -> set[str]:
+    return {n.strip() for n in os.environ.get(BLOCK_ENV, "").split(",") if n.strip()}
+
+
+class CrystalforgePluginManager(pluggy.PluginManager):
+    """A pluggy manager that also keeps one :class:`Registry` per plugin kind."""
+
+    def __init__(self) -> None:
+        super().__init__(hookspecs.PROJECT_NAME)
+        self.add_hookspecs(hookspecs)
+        self.infos: dict[str, PluginInfo] = {}
+        self._registries: dict[str, Registry] | None = None
+
+    # -- registries ---------------------------------------------------------------
+    def registry(self, kind: str) -> Registry:
+        """Return the registry of ``kind`` (one of :data:`crystalforge.registry.KINDS`)."""
+        if kind not in KINDS:
+            raise PluginError(f"Unknown plugin kind '{kind}'. Kinds: {', '.join(KINDS)}")
+        if self._registries is None:
+            self._registries = self._collect()
+        return self._registries[kind]
+
+    def invalidate(self) -> None:
+        """Forget collected registries (call after registering or unregistering plugins)."""
+        self._registries = None
+
+    def register(self, plugin: Any, name: str | None = None) -> str | None:  # type: ignore[override]
+        result = super().register(plugin, name)
+        self.invalidate()
+        if result is not None and result not in self.infos:
+            self.infos[result] = PluginInfo(
+                name=result, version=None, status="ok", builtin=False, source="in-process"
+            )
+        return result
+
+    def unregister(self, plugin: Any = None, name: str | None = None) -> Any:  # type: ignore[override]
+        result = super().unregister(plugin=plugin, name=name)
+        self.invalidate()
+        return result
+
+    def _collect(self) -> dict[str, Registry]:
+        """Call every registration hook, plugin by plugin, tagging what each registers.
+
+        A plugin whose hook raises (or registers a duplicate) is unregistered and recorded
+        as ``error``; in strict mode the error propagates.
+        """
+        while True:
+            registries = {kind: Registry(kind) for kind in KINDS}
+            failed = None
+            for kind, hook_name in KINDS.items():
+                hook = getattr(self.hook, hook_name)
+                # pluggy returns implementations in reverse call order; built-ins first.
+                for impl in reversed(hook.get_hookimpls()):
+                    plugin_name = impl.plugin_name
+                    register = functools.partial(registries[kind].add, plugin_name)
+                    try:
+                        impl.function(**({"register": register} if impl.argnames else {}))
+                    except Exception as exc:
+                        failed = (plugin_name, exc)
+                        break
+                if failed:
+                    break
+            if failed is None:
+                break
+            plugin_name, exc = failed
+            message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, PluginError) else str(exc)
+            if _env_flag(STRICT_ENV):
+                raise PluginError(f"Plugin '{plugin_name}' failed to register: {message}") from exc
+            logger.warning("plugin %s failed to register: %s", plugin_name, message)
+            self._record_failure(plugin_name, message)
+            super().unregister(name=plugin_name)
+        for name, info in self.infos.items():
+            if info.status == "ok":
+                info.provides = {
+                    kind: [c.name for c in registries[kind] if c.plugin == name]
+                    for kind in KINDS
+                    if any(c.plugin == name for c in registries[kind])
+                }
+        return registries
+
+    def _record_failure(self, name: str, message: str) -> None:
+        info = self.infos.get(name)
+        if info is None:
+            info = PluginInfo(name=name, version=None, status="error", builtin=False, source="?")
+            self.infos[name] = info
+        info.status = "error"
+        info.error = message
+        info.provides = {}
+
+    # -- loading ------------------------------------------------------------------
+    def load_builtins(self, blocked: set[str]) -> None:
+        from . import __version__
+
+        for module_name in DEFAULT_PLUGINS:
+            short = module_name.rsplit(".", 1)[-1]
+            name = f"crystalforge.{short}"
+            if name in blocked or short in blocked:
+                self.infos[name] = PluginInfo(
+                    name=name, version=__version__, status="blocked", builtin=True, source=module_name
+                )
+                continue
+            module = importlib.import_module(module_name)
+            super().register(module, name=name)
+            self.infos[name] = PluginInfo(
+                name=name, version=__version__, status="ok", builtin=True, source=module_name
+            )
+        self.invalidate()
+
+    def load_entry_points(self, blocked: set[str]) -> None:
+        """Load every ``crystalforge`` entry point on its own, recording failures."""
+        strict = _env_flag(STRICT_ENV)
+        seen: set[str] = set()
+        for dist in importlib_metadata.distributions():
+            for ep in dist.entry_points:
+                if ep.group != ENTRY_POINT_GROUP or ep.name in seen:
+                    continue
+                seen.add(ep.name)
+                version = dist.metadata["version"] if dist.metadata else None
+                source = f"{dist.metadata['name'] if dist.metadata else '?'} ({ep.value})"
+                info = PluginInfo(name=ep.name, version=version, status="ok", builtin=False, source=source)
+                self.infos[ep.name] = info
+                if ep.name in blocked:
+                    info.status = "blocked"
+                    continue
+                try:
+                    plugin = ep.load()
+                    super().register(plugin, name=ep.name)
+                except Exception as exc:
+                    message = f"{type(exc).__name__}: {exc}"
+                    if self.get_plugin(ep.name) is not None:
+                        super().unregister(name=ep.name)
+                    if strict:
+                        raise PluginError(f"Plugin '{ep.name}' failed to load: {message}") from exc
+                    logger.warning("plugin %s failed to load: %s", ep.name, message)
+                    info.status = "error"
+                    info.error = message
+        self.invalidate()
+
+    def plugin_infos(self) -> list[PluginInfo]:
+        """Return every known plugin (loaded, failed or blocked) with what it provides."""
+        self.registry("tokenizer")  # make sure registration ran and failures are recorded
+        return sorted(self.infos.values(), key=lambda i: (not i.builtin, i.name))
+
+
+def _trace(manager: CrystalforgePluginManager) -> None:
+    def before(hook_name, hook_impls, kwargs):
+        logger.warning("hook %s -> %s", hook_name, [i.plugin_name for i in hook_impls])
+
+    def after(outcome, hook_name, hook_impls, kwargs):
+        pass
+
+    manager.add_hookcall_monitoring(before, after)
+
+
+def make_plugin_manager(entry_points: bool = True) -> CrystalforgePluginManager:
+    """Return a fresh plugin manager with the built-ins and (optionally) entry points.
+
+    Args:
+        entry_points: also load third-party plugins from the ``crystalforge`` entry-point group.
+
+    Raises:
+        PluginError: only in strict mode (``CRYSTALFORGE_STRICT_PLUGINS=1``) when a
+            plugin fails to load or register.
+    """
+    manager = CrystalforgePluginManager()
+    blocked = _blocked_names()
+    manager.load_builtins(blocked)
+    if entry_points:
+        manager.load_entry_points(blocked)
+    manager.check_pending()
+    if _env_flag(TRACE_ENV):
+        _trace(manager)
+    return manager
