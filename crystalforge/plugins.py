@@ -111,8 +111,9 @@ class CrystalforgePluginManager(pluggy.PluginManager):
             failed = None
             for kind, hook_name in KINDS.items():
                 hook = getattr(self.hook, hook_name)
-                # pluggy returns implementations in reverse call order; built-ins first.
-                for impl in reversed(hook.get_hookimpls()):
+                # get_hookimpls() is in registration order: built-ins first, so a
+                # later plugin reusing a name is the one blamed and dropped.
+                for impl in hook.get_hookimpls():
                     plugin_name = impl.plugin_name
                     register = functools.partial(registries[kind].add, plugin_name)
                     try:
@@ -229,7 +230,12 @@ def make_plugin_manager(entry_points: bool = True) -> CrystalforgePluginManager:
     manager.load_builtins(blocked)
     if entry_points:
         manager.load_entry_points(blocked)
-    manager.check_pending()
+    try:
+        manager.check_pending()
+    except pluggy.PluginValidationError as exc:  # a hookimpl with a misspelled hook name
+        if _env_flag(STRICT_ENV):
+            raise PluginError(f"Plugin '{exc.plugin}' is invalid: {exc}") from exc
+        logger.warning("plugin hook check: %s", exc)
     if _env_flag(TRACE_ENV):
         _trace(manager)
     return manager

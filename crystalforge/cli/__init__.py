@@ -40,7 +40,7 @@ class LazyGroup(click.Group):
     """A group that imports each command's module on first use."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        names = []
+        names = list(self.commands)
         for name, target in COMMANDS.items():
             module = target.split(":")[0]
             if importlib.util.find_spec(f"{__name__}.{module}") is not None:
@@ -50,7 +50,7 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         target = COMMANDS.get(cmd_name)
         if target is None:
-            return None
+            return super().get_command(ctx, cmd_name)
         module_name, _, attr = target.partition(":")
         try:
             module = importlib.import_module(f"{__name__}.{module_name}")
