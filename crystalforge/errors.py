@@ -61,3 +61,7 @@ class ScorerError(CrystalforgeError):
 
 class DownloadError(CrystalforgeError):
     """A download failed or its checksum did not match."""
+
+
+class SequenceTooLongError(CrystalforgeError, ValueError):
+    """A token sequence would not fit the model's context (block size) or the KV cache."""
