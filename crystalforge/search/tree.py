@@ -1,0 +1,184 @@
+"""The pieces of Monte Carlo tree search over token prefixes, free of any model.
+
+- :class:`Node`: one token prefix (its edge may hold several tokens when a chain of
+  only-children was bypassed), with prior, visit count and value sum.
+- Selectors: :func:`puct_select`, :func:`uct_select`, :func:`epsilon_greedy_select` pick
+  the child to descend into; :func:`puct_scores` and :func:`uct_scores` expose the formulas.
+- :func:`child_priors`: the context-sensitive tree builder's branching rule.
+- :class:`RewardModel`: validity-penalised, running-normalised logistic reward.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import attrs
+
+
+@attrs.define(eq=False)
+class Node:
+    """A token prefix in the search tree.
+
+    Attributes:
+        tokens: token ids on the edge from the parent (one, or several after a bypassed chain).
+        prior: the probability of this edge under the model (normalised among siblings).
+        visits, value_sum: back-propagated rollout count and reward sum.
+        terminal: the prefix ends the CIF (end marker or no room left): nothing to expand.
+        expanded: children were created (a leaf is not expanded).
+    """
+
+    tokens: tuple[int, ...] = ()
+    parent: "Node | None" = attrs.field(default=None, repr=False)
+    prior: float = 1.0
+    depth: int = 0
+    length: int = 0  # generated tokens from the root to the end of this node
+    children: list["Node"] = attrs.field(factory=list, repr=False)
+    visits: int = 0
+    value_sum: float = 0.0
+    terminal: bool = False
+    expanded: bool = False
+
+    @property
+    def q(self) -> float:
+        """Mean reward of the rollouts through this node (0 when unvisited)."""
+        return self.value_sum / self.visits if self.visits else 0.0
+
+    def path_tokens(self) -> list[int]:
+        """Return the generated token ids from the root to this node (prompt excluded)."""
+        parts = []
+        node: Node | None = self
+        while node is not None:
+            parts.append(node.tokens)
+            node = node.parent
+        return [t for part in reversed(parts) for t in part]
+
+    def add_child(self, tokens: Sequence[int], prior: float) -> "Node":
+        child = Node(tokens=tuple(tokens), parent=self, prior=prior, depth=self.depth + 1,
+                     length=self.length + len(tokens))
+        self.children.append(child)
+        return child
+
+    def backpropagate(self, reward: float) -> None:
+        """Add one visit with ``reward`` to this node and every ancestor."""
+        node: Node | None = self
+        while node is not None:
+            node.visits += 1
+            node.value_sum += reward
+            node = node.parent
+
+
+# -- selectors ----------------------------------------------------------------------------
+def puct_scores(node: Node, c: float) -> list[float]:
+    """Return ``Q(child) + c * P(child) * sqrt(N(node)) / (1 + N(child))`` per child."""
+    root_visits = math.sqrt(max(node.visits, 1))
+    return [ch.q + c * ch.prior * root_visits / (1 + ch.visits) for ch in node.children]
+
+
+def uct_scores(node: Node, c: float) -> list[float]:
+    """Return ``Q(child) + c * sqrt(ln N(node) / N(child))`` per child (``inf`` if unvisited)."""
+    log_visits = math.log(max(node.visits, 1))
+    return [
+        ch.q + c * math.sqrt(log_visits / ch.visits) if ch.visits else math.inf
+        for ch in node.children
+    ]
+
+
+def _argmax(node: Node, scores: Sequence[float]) -> Node:
+    # ties broken by the prior, then by order (the more likely token first)
+    best = max(range(len(scores)), key=lambda i: (scores[i], node.children[i].prior, -i))
+    return node.children[best]
+
+
+def puct_select(node: Node, c: float = 5.0, uniform: Callable[[], float] | None = None) -> Node:
+    """Return the child with the highest PUCT score (AlphaZero's rule)."""
+    return _argmax(node, puct_scores(node, c))
+
+
+def uct_select(node: Node, c: float = 5.0, uniform: Callable[[], float] | None = None) -> Node:
+    """Return the child with the highest UCT score; unvisited children first, likeliest first."""
+    return _argmax(node, uct_scores(node, c))
+
+
+def epsilon_greedy_select(node: Node, epsilon: float = 0.1,
+                          uniform: Callable[[], float] | None = None) -> Node:
+    """Return a uniformly random child with probability ``epsilon``, else the best mean reward.
+
+    Unvisited children count with their parent's mean reward, so a likely unexplored
+    token is tried before a proven-bad one. ``uniform()`` draws from [0, 1) (seeded).
+    """
+    if uniform is not None and epsilon > 0 and uniform() < epsilon:
+        index = min(int(uniform() * len(node.children)), len(node.children) - 1)
+        return node.children[index]
+    return _argmax(node, [ch.q if ch.visits else node.q for ch in node.children])
+
+
+# -- tree builder -------------------------------------------------------------------------
+def child_priors(probs: Sequence[float], width: int, branch_cutoff: float = 1.0) -> list[tuple[int, float]]:
+    """Return the ``(token, prior)`` children of a node given its next-token ``probs``.
+
+    The ``width`` most likely tokens (with non-zero probability), priors renormalised to
+    sum to 1, most likely first. When the most likely token's probability exceeds
+    ``branch_cutoff`` the node does not branch: its only child is that token (prior 1).
+    """
+    ranked = sorted(((p, t) for t, p in enumerate(probs) if p > 0), key=lambda x: (-x[0], x[1]))
+    if not ranked:
+        return []
+    if ranked[0][0] > branch_cutoff:
+        return [(ranked[0][1], 1.0)]
+    top = ranked[: max(1, width)]
+    total = sum(p for p, _ in top)
+    return [(t, p / total) for p, t in top]
+
+
+# -- reward -------------------------------------------------------------------------------
+@attrs.define
+class RewardModel:
+    """Turn (validity, bond-length score, scorer value) into a reward in [-1, 1].
+
+    - unparsable candidate (no bond-length score): -1;
+    - invalid candidate: ``-(1 - bond_length_score)``, at most ``-invalid_floor``: the
+      further its bonds fall short, the worse;
+    - valid candidate: ``1 / (1 + exp(-k * s * z))`` in (0, 1), where ``z`` is the score
+      standardised by the running mean and standard deviation of the valid scores seen so
+      far and ``s`` is -1 when lower scores are better (energies), +1 otherwise;
+    - valid candidate with no scorer, or whose score is ``nan``: 1 without a scorer, the
+      neutral 0.5 when the scorer failed.
+    """
+
+    k: float = 2.0
+    lower_is_better: bool = True
+    invalid_floor: float = 0.05
+    count: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+
+    def observe(self, value: float) -> None:
+        """Add a valid candidate's score to the running statistics (Welford)."""
+        if not math.isfinite(value):
+            return
+        self.count += 1
+        delta = value - self.mean
+        self.mean += delta / self.count
+        self.m2 += delta * (value - self.mean)
+
+    @property
+    def sigma(self) -> float:
+        if self.count < 2 or self.m2 <= 0:
+            return 1.0
+        return math.sqrt(self.m2 / (self.count - 1))
+
+    def reward(self, is_valid: bool, bond_length_score: float | None, score: float | None,
+               has_scorer: bool = True) -> float:
+        """Return the reward of one candidate (see the class docstring)."""
+        if not is_valid:
+            if bond_length_score is None or not math.isfinite(bond_length_score):
+                return -1.0
+            return -max(1.0 - float(bond_length_score), self.invalid_floor)
+        if not has_scorer:
+            return 1.0
+        if score is None or not math.isfinite(score):
+            return 0.5
+        sign = -1.0 if self.lower_is_better else 1.0
+        z = (score - self.mean) / self.sigma
+        return 1.0 / (1.0 + math.exp(-self.k * sign * max(min(z, 50.0), -50.0)))
