@@ -1,0 +1,134 @@
+"""``crystalforge validate``: run every registered validator over CIF files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..parallel import default_workers
+from . import get_plugin_manager
+
+# validators built in the parent; forked workers inherit them (plugins registered
+# in-process included). Spawned workers rebuild them from the default plugin manager.
+_STATE: dict[str, Any] = {}
+
+
+def _validate_item(item: tuple[str, tuple[str, ...]]) -> dict[str, Any]:
+    """Validate one ``(cif, require)`` item; module-level so worker processes can run it."""
+    from ..validation.report import run_checks, validators
+
+    cif, require = item
+    built = _STATE.get("built")
+    if built is None or _STATE.get("require") != require:
+        built = _STATE["built"] = validators(None, require)
+        _STATE["require"] = require
+    return run_checks(cif, built).to_dict()
+
+
+def summarize(rows: list[dict[str, Any]], check_names: list[str]) -> dict[str, Any]:
+    """Return counts and rates per check, the valid rate and mean/sd of the bond-length score."""
+    total = len(rows)
+    summary: dict[str, Any] = {"cifs": total, "valid": sum(bool(r.get("is_valid")) for r in rows)}
+    summary["valid_rate"] = summary["valid"] / total if total else 0.0
+    checks = {}
+    for name in check_names:
+        passed = sum(bool(r.get(name)) for r in rows)
+        checks[name] = {"passed": passed, "rate": passed / total if total else 0.0}
+    summary["checks"] = checks
+    scores = [r["bond_length_score"] for r in rows if isinstance(r.get("bond_length_score"), (int, float))]
+    if scores:
+        mean = sum(scores) / len(scores)
+        sd = math.sqrt(sum((s - mean) ** 2 for s in scores) / len(scores))
+        summary["bond_length_score"] = {"mean": mean, "sd": sd, "n": len(scores)}
+    return summary
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    from ..cif.io import atomic_write_text
+
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(key for key in row if key not in columns)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    atomic_write_text(path, buffer.getvalue())
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--require", "-r", "require", multiple=True, metavar="NAME",
+              help="Also require this validator to pass for validity (repeatable).")
+@click.option("--workers", "-j", type=int, default=1, show_default=True, help="Worker processes.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write one CSV row per CIF (every check, score and message).")
+@click.option("--json", "as_json", is_flag=True, help="Print results and summary as JSON.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.pass_context
+def validate(ctx: click.Context, paths: tuple[Path, ...], require: tuple[str, ...], workers: int,
+             output: Path | None, as_json: bool, no_progress: bool) -> None:
+    """Check CIFs for validity with every registered validator.
+
+    Built-in checks: formula, site multiplicities, bond lengths, space group, cell sanity.
+
+    PATHS are .cif files, folders, .tar.gz archives or CSVs with a `cif` column. Third-party
+    validators installed as plugins join every report; --require makes one decide validity.
+
+    \b
+    Examples:
+      crystalforge validate out/*.cif
+      crystalforge validate generated.tar.gz -j 4 -o report.csv
+      crystalforge validate cifs/ --require my_check --json
+    """
+    from ..cif.io import iter_cifs
+    from ..parallel import imap_progress
+    from ..validation.report import validators
+
+    manager = get_plugin_manager(ctx)
+    built = validators(manager, require)  # unknown --require names fail here, before any work
+    _STATE["built"], _STATE["require"] = built, tuple(require)
+    check_names = [name for name, _, _ in built]
+    items: list[tuple[str, str]] = []
+    for path in paths:
+        items.extend(iter_cifs(path))
+    rows: list[dict[str, Any]] = []
+    outcomes = imap_progress(_validate_item, ((text, tuple(require)) for _, text in items), workers=max(1, workers or default_workers()),
+                             total=len(items), description="validating", progress=not no_progress)
+    for (name, _), (ok, value) in zip(items, outcomes):
+        if ok:
+            rows.append({"name": name, **value})
+        else:  # run_checks never raises; this is a worker crash
+            rows.append({"name": name, "is_valid": False, "error": str(value)})
+    summary = summarize(rows, check_names)
+    if output is not None:
+        _write_csv(output, rows)
+    if as_json:
+        click.echo(json.dumps({"summary": summary, "results": rows}, indent=2, default=str))
+        return
+    if len(rows) <= 50:
+        for row in rows:
+            failed = [n for n in check_names if row.get(n) is False]
+            verdict = "valid" if row.get("is_valid") else "invalid"
+            detail = "; ".join(f"{n}: {row.get(f'{n}_message', '')}" for n in failed)
+            click.echo(f"{row['name']}: {verdict}" + (f" ({detail})" if detail else ""))
+    click.echo(_summary_text(summary, output))
+
+
+def _summary_text(summary: dict[str, Any], output: Path | None) -> str:
+    parts = [f"{summary['valid']}/{summary['cifs']} valid ({summary['valid_rate']:.1%})"]
+    parts += [f"{name} {c['passed']}/{summary['cifs']} ({c['rate']:.1%})" for name, c in summary["checks"].items()]
+    bond = summary.get("bond_length_score")
+    if bond:
+        parts.append(f"bond-length score {bond['mean']:.3f} +- {bond['sd']:.3f}")
+    text = "; ".join(parts)
+    if output is not None:
+        text += f"; report in {output}"
+    return text

@@ -1,0 +1,203 @@
+"""The composite validity report: every registered validator, one result each.
+
+Built-in checks and third-party validators (registered through the
+``register_validators`` hook) all run on the same :class:`ValidationContext`, so the CIF
+is parsed once. ``is_valid`` is the conjunction of the required checks: those registered
+with ``required=True`` plus any named in ``require=`` at call time.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, Sequence
+
+import attrs
+
+logger = logging.getLogger(__name__)
+
+BOND_LENGTH = "bond_length"
+#: site rows x symmetry operators above which a CIF is not parsed (cost grows quadratically)
+MAX_EXPANDED_POSITIONS = 10000
+
+
+@attrs.frozen
+class CheckResult:
+    """The outcome of one check: passed or not, an optional score in [0, 1], and why."""
+
+    name: str
+    passed: bool
+    score: float | None = None
+    message: str = ""
+    required: bool = False
+
+
+class ValidationContext:
+    """What the checks of one CIF share: the text and its parsed pymatgen ``Structure``.
+
+    ``structure`` is parsed on first use and cached; it is ``None`` when the CIF cannot be
+    read, and ``parse_error`` then says why. Checks may keep other shared results in
+    ``cache`` (a plain dict).
+    """
+
+    def __init__(self, cif: str) -> None:
+        self.cif = cif
+        self.cache: dict[str, Any] = {}
+        self._parsed = False
+        self._structure = None
+        self._parse_error: str | None = None
+
+    def _parse(self) -> None:
+        if self._parsed:
+            return
+        self._parsed = True
+        from ..cif.extract import count_site_expansion
+        from ..cif.preprocess import parse_structure
+        from ..errors import CrystalforgeError
+
+        rows, operators = count_site_expansion(self.cif)
+        if rows * operators > MAX_EXPANDED_POSITIONS:  # pymatgen's site merging would take minutes
+            self._parse_error = (f"{rows} site rows x {operators} symmetry operators is more than the "
+                                 f"{MAX_EXPANDED_POSITIONS} positions this validator expands")
+            return
+        try:
+            self._structure = parse_structure(self.cif)
+        except CrystalforgeError as exc:
+            self._parse_error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - hostile input must not escape
+            self._parse_error = f"CIF could not be parsed ({type(exc).__name__}: {exc})"[:300]
+
+    @property
+    def structure(self):
+        """The parsed ``Structure``, or ``None`` when the CIF cannot be read."""
+        self._parse()
+        return self._structure
+
+    @property
+    def parse_error(self) -> str | None:
+        """Why the CIF could not be parsed, or ``None``."""
+        self._parse()
+        return self._parse_error
+
+
+@attrs.define
+class ValidityReport:
+    """Per-check results of one CIF and the overall verdict."""
+
+    checks: dict[str, CheckResult] = attrs.field(factory=dict)
+
+    @property
+    def is_valid(self) -> bool:
+        """True when every required check passed (and at least one check is required)."""
+        required = [r for r in self.checks.values() if r.required]
+        return bool(required) and all(r.passed for r in required)
+
+    @property
+    def bond_length_score(self) -> float | None:
+        """The bond-length reasonableness score in [0, 1], or ``None`` when not computed."""
+        result = self.checks.get(BOND_LENGTH)
+        return None if result is None else result.score
+
+    def failed(self) -> list[str]:
+        """Return the names of the checks that did not pass (required or not)."""
+        return [name for name, result in self.checks.items() if not result.passed]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a flat dict: ``is_valid`` and ``<check>``, ``<check>_score``, ``<check>_message``."""
+        out: dict[str, Any] = {"is_valid": self.is_valid}
+        for name, result in self.checks.items():
+            out[name] = result.passed
+            out[f"{name}_score"] = result.score
+            out[f"{name}_message"] = result.message
+        return out
+
+    def summary(self) -> str:
+        """Return one line: ``valid`` or ``invalid: <failed required checks>``."""
+        if self.is_valid:
+            return "valid"
+        failed = [name for name, r in self.checks.items() if r.required and not r.passed]
+        return "invalid: " + (", ".join(failed) if failed else "no required checks")
+
+
+@functools.lru_cache(maxsize=1)
+def _default_manager():
+    from ..plugins import make_plugin_manager
+
+    return make_plugin_manager()
+
+
+def _as_result(name: str, value: Any, required: bool) -> CheckResult:
+    """Coerce what a (possibly third-party) validator returned into a :class:`CheckResult`."""
+    if isinstance(value, CheckResult):
+        return attrs.evolve(value, name=name, required=required)
+    if isinstance(value, bool):
+        return CheckResult(name, value, None, "passed" if value else "failed", required)
+    passed = getattr(value, "passed", None)
+    if isinstance(passed, bool):
+        score = getattr(value, "score", None)
+        return CheckResult(name, passed, None if score is None else float(score),
+                           str(getattr(value, "message", "")), required)
+    return CheckResult(name, False, None, f"validator returned {type(value).__name__}, not a CheckResult", required)
+
+
+def validators(plugin_manager=None, require: Sequence[str] = ()) -> list[tuple[str, Any, bool]]:
+    """Return ``(name, validator instance or build error, required)`` for every registered validator.
+
+    Raises:
+        UnknownComponentError: a name in ``require`` is not a registered validator.
+    """
+    manager = plugin_manager if plugin_manager is not None else _default_manager()
+    registry = manager.registry("validator")
+    for name in require:
+        registry.get(name)  # unknown names raise, listing the known ones
+    built = []
+    for component in registry:
+        required = bool(component.metadata.get("required", False)) or component.name in require
+        try:
+            instance: Any = component.create()
+        except Exception as exc:  # noqa: BLE001 - a broken plugin fails its own check only
+            instance = exc
+        built.append((component.name, instance, required))
+    return built
+
+
+def run_checks(cif: str, built: list[tuple[str, Any, bool]]) -> ValidityReport:
+    """Return the report of ``cif`` for validators from :func:`validators` (never raises)."""
+    if not isinstance(cif, str):
+        try:
+            cif = cif.decode("utf-8", errors="replace") if isinstance(cif, (bytes, bytearray)) else str(cif)
+        except Exception:  # noqa: BLE001
+            cif = ""
+    context = ValidationContext(cif)
+    report = ValidityReport()
+    for name, instance, required in built:
+        if isinstance(instance, Exception):
+            result = CheckResult(name, False, None, f"validator could not be built: {instance}", required)
+        else:
+            try:
+                result = _as_result(name, instance.check(cif, context), required)
+            except Exception as exc:  # noqa: BLE001 - one check's crash is its own failure
+                logger.debug("validator %s raised", name, exc_info=True)
+                detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                result = CheckResult(name, False, None, f"check raised {type(exc).__name__}: {detail}"[:300], required)
+        report.checks[name] = result
+    return report
+
+
+def validate(cif: str, *, plugin_manager=None, require: Sequence[str] = ()) -> ValidityReport:
+    """Run every registered validator on ``cif`` and return the report.
+
+    Never raises on bad CIF input: empty, binary, truncated or absurd CIFs fail the checks
+    with a message saying why.
+
+    Args:
+        cif: the CIF text (postprocessed form: full symmetry operators).
+        plugin_manager: where validators come from; a default manager (built-ins and
+            installed plugins) when omitted.
+        require: validator names that must pass for ``is_valid``, beyond those registered
+            as required.
+
+    Raises:
+        UnknownComponentError: a name in ``require`` is not a registered validator.
+    """
+    return run_checks(cif, validators(plugin_manager, require))

@@ -1,0 +1,95 @@
+"""``crystalforge validate`` through CliRunner: folders with bad files, --json, -o, --require, plugins."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import attrs
+import pytest
+from click.testing import CliRunner
+
+from crystalforge import hookimpl
+from crystalforge.cif.io import write_cifs
+from crystalforge.cif.postprocess import postprocess_cif
+from crystalforge.cif.preprocess import preprocess_cif
+from crystalforge.cli import cli
+from crystalforge.validation.report import CheckResult
+
+
+@pytest.fixture(scope="module")
+def valid_cifs(perov_raw):
+    return [(name, postprocess_cif(preprocess_cif(cif))) for name, cif in perov_raw[:4]]
+
+
+def run(args, plugin_manager):
+    return CliRunner().invoke(cli, args, obj={"plugin_manager": plugin_manager})
+
+
+@pytest.fixture
+def folder(tmp_path, valid_cifs):
+    path = tmp_path / "cifs"
+    write_cifs(path, valid_cifs)
+    (path / "empty.cif").write_text("")
+    (path / "binary.cif").write_bytes(b"\x00\x01" * 100)
+    (path / "negative.cif").write_text(valid_cifs[0][1].replace("_cell_length_a   ", "_cell_length_a   -"))
+    (path / "unknown_sg.cif").write_text(valid_cifs[0][1].replace("Pm-3m", "Pq-7"))
+    return path
+
+
+def test_folder_with_bad_cifs_reports_every_file(folder, plugin_manager, tmp_path):
+    report_csv = tmp_path / "report.csv"
+    result = run(["validate", str(folder), "-o", str(report_csv), "--no-progress"], plugin_manager)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    by_name = {line.split(":")[0]: line for line in lines[:-1]}
+    assert len(by_name) == 8
+    assert "empty CIF" in by_name["empty"] and "binary" in by_name["binary"]
+    assert "not positive" in by_name["negative"]
+    assert "unknown space group 'Pq-7'" in by_name["unknown_sg"]
+    assert lines[-1].startswith(("3/8 valid", "4/8 valid")) and "bond-length score" in lines[-1]
+    with open(report_csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 8 and {"name", "is_valid", "bond_length_score", "space_group_message"} <= set(rows[0])
+
+
+def test_json_and_two_workers_agree(folder, plugin_manager):
+    one = json.loads(run(["validate", str(folder), "--json", "--no-progress"], plugin_manager).output)
+    two = json.loads(run(["validate", str(folder), "--json", "-j", "2", "--no-progress"], plugin_manager).output)
+    assert one == two
+    summary = one["summary"]
+    assert summary["cifs"] == 8 and set(summary["checks"]) >= {"bond_length", "space_group"}
+    assert summary["checks"]["formula_consistency"]["passed"] >= 5
+    assert 0.0 <= summary["bond_length_score"]["mean"] <= 1.0
+
+
+@attrs.define
+class AlwaysFails:
+    def check(self, cif, context):
+        return CheckResult("always_fails", False, None, "nope")
+
+
+class Plugin:
+    @hookimpl
+    def register_validators(self, register):
+        register("always_fails", AlwaysFails)
+
+
+def test_plugin_validator_joins_and_can_be_required(tmp_path, valid_cifs, plugin_manager):
+    plugin_manager.register(Plugin(), name="x")
+    path = tmp_path / "one.cif"
+    path.write_text(valid_cifs[0][1])
+    result = run(["validate", str(path), "--json", "--no-progress"], plugin_manager)
+    row = json.loads(result.output)["results"][0]
+    assert row["is_valid"] is True and row["always_fails"] is False and row["always_fails_message"] == "nope"
+    result = run(["validate", str(path), "--require", "always_fails", "--json", "-j", "2", "--no-progress"],
+                 plugin_manager)
+    assert json.loads(result.output)["results"][0]["is_valid"] is False
+
+
+def test_unknown_require_name_is_one_line(tmp_path, valid_cifs, plugin_manager):
+    path = tmp_path / "one.cif"
+    path.write_text(valid_cifs[0][1])
+    result = run(["validate", str(path), "--require", "bond_lenght"], plugin_manager)
+    assert result.exit_code == 1
+    assert "Did you mean 'bond_length'?" in result.output and result.output.count("\n") == 1
