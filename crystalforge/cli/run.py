@@ -1,0 +1,152 @@
+"""``crystalforge run``: generate, validate, score and rank candidate structures."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import CompositionError, OptionError
+from . import get_plugin_manager
+
+TABLE_ROWS = 20
+
+
+def parse_pairs(pairs: tuple[str, ...], flag: str) -> dict[str, str]:
+    """Return ``KEY=VALUE`` strings as a dict (the component converts the values).
+
+    Raises:
+        OptionError: an item is not ``KEY=VALUE``.
+    """
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise OptionError(f"{flag} expects KEY=VALUE, got {pair!r} (example: {flag} top_k=5)")
+        out[key.strip()] = value.strip()
+    return out
+
+
+@click.command()
+@click.argument("compositions", nargs=-1, metavar="[COMPOSITION]...")
+@click.option("--spacegroup", "-s", default=None, help="Space group symbol or number for every composition.")
+@click.option("--z", type=int, default=None, help="Formula units per cell (prompt formula = reduced x Z).")
+@click.option("-n", "n", type=click.IntRange(min=1), default=10, show_default=True, help="Candidates per prompt.")
+@click.option("--search", default="top-k", show_default=True, help="Search strategy (crystalforge list search).")
+@click.option("-o", "--search-opt", "search_opts", multiple=True, metavar="KEY=VALUE",
+              help="Search strategy option, e.g. -o top_k=5 -o constrain=both.")
+@click.option("--scorer", default=None, help="Scorer to rank by (crystalforge list scorer).")
+@click.option("--scorer-opt", "scorer_opts", multiple=True, metavar="KEY=VALUE", help="Scorer option.")
+@click.option("--model", "model_path", default=None, metavar="PATH",
+              help="Checkpoint file or folder (default: the embedded model).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
+              help="Model dtype (default float32).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("generated"),
+              show_default=True, help="Output folder (reruns resume it).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--prompts", "prompts_path", type=click.Path(path_type=Path), default=None,
+              help="File of 'COMPOSITION [SPACEGROUP]' lines, or a folder/tar of prompt texts.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Samples decoded together.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes validating candidates.")
+@click.option("--require", multiple=True, metavar="CHECK", help="Extra check that must pass for validity.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def run(ctx: click.Context, compositions: tuple[str, ...], spacegroup: str | None, z: int | None, n: int,
+        search: str, search_opts: tuple[str, ...], scorer: str | None, scorer_opts: tuple[str, ...],
+        model_path: str | None, device: str, dtype: str | None, out_dir: Path, seed: int,
+        prompts_path: Path | None, batch_size: int, workers: int, require: tuple[str, ...], no_progress: bool,
+        as_json: bool) -> None:
+    """Generate candidate structures for compositions, validate, score and rank them.
+
+    Each candidate is written to OUT as <formula>_<spacegroup>_<index>.cif, with
+    summary.csv ranking them (valid first, then by score). Rerunning the same command
+    keeps what is there and makes only the missing candidates. Under torchrun the
+    prompts are shared out across processes and merged into one folder.
+
+    \b
+    Examples:
+      crystalforge run CaTiO3 --spacegroup Pm-3m -n 10
+      crystalforge run Na2Cl2 KBr -n 20 --search top-p -o top_p=0.95 --out results
+      crystalforge run LiFePO4 -n 50 --scorer zmq --scorer-opt port=5555
+      torchrun --nproc_per_node=4 -m crystalforge run --prompts prompts.txt -n 100 --device cuda
+    """
+    from ..generation.runner import make_pipeline, make_specs, read_prompts, run_to_folder
+    from ..generation.shard import distributed_context, rank_device
+
+    search_options = parse_pairs(search_opts, "-o")
+    scorer_options = parse_pairs(scorer_opts, "--scorer-opt")
+    # every input is checked before the model is loaded
+    specs = make_specs(compositions, spacegroup, z) if compositions else []
+    if prompts_path is not None:
+        specs += read_prompts(prompts_path, spacegroup, z)
+    if not specs:
+        raise CompositionError("no composition given: name one (e.g. CaTiO3) or pass --prompts FILE")
+
+    from ..generation.runner import dedupe_specs, resolve_device
+
+    specs = dedupe_specs(specs)
+    device = resolve_device(device)
+    context = distributed_context(device)
+    try:
+        pipeline = make_pipeline(
+            model=model_path, search=search, search_options=search_options, scorer=scorer,
+            scorer_options=scorer_options, seed=seed, device=rank_device(device, context), dtype=dtype,
+            batch_size=batch_size, plugin_manager=get_plugin_manager(ctx), validate=True, require=require,
+            progress=not no_progress and not as_json, workers=workers,
+        )
+        settings = {"seed": seed, "search": search, "search_options": search_options,
+                    "model": str(Path(model_path).resolve()) if model_path else "default",
+                    "scorer": scorer, "scorer_options": scorer_options, "require": list(require)}
+        try:
+            result = run_to_folder(pipeline, specs, n, out_dir, settings=settings, context=context)
+        finally:
+            if pipeline.scorer is not None:
+                pipeline.scorer.close()
+    finally:
+        context.close()
+    if not context.is_main:
+        return
+    if as_json:
+        click.echo(json.dumps({
+            "out": str(result.out_dir), "summary": str(result.summary_path), "candidates": len(result.rows),
+            "generated": result.generated, "resumed": result.resumed, "valid": result.valid,
+            "lower_is_better": result.lower_is_better, "rows": [_plain(r) for r in result.rows],
+        }, indent=2, default=str))
+        return
+    _print_table(result.rows, scored=scorer is not None)
+    click.echo(
+        f"{len(result.rows)} candidates ({result.generated} generated, {result.resumed} kept from before), "
+        f"{result.valid} valid -> {result.summary_path}"
+    )
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    """Return the row with NaN as None (strict JSON) and without bookkeeping fields."""
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items() if k != "written_at"}
+
+
+def _print_table(rows: list[dict[str, Any]], scored: bool) -> None:
+    header = ("#", "file", "sg asked", "sg found", "valid", *(("score",) if scored else ()), "failed checks")
+    body = []
+    for row in rows[:TABLE_ROWS]:
+        score = row.get("score")
+        cells = [str(row.get("rank", "")), row.get("file", ""), row.get("spacegroup_asked") or "-",
+                 row.get("spacegroup_found") or "-", "yes" if row.get("is_valid") else "no"]
+        if scored:
+            cells.append("nan" if score is None or (isinstance(score, float) and math.isnan(score)) else f"{score:.4g}")
+        failed = row.get("failed") or ""
+        failed = failed.replace(";", ", ") if failed else "-"
+        cells.append(failed if len(failed) <= 60 else failed[:57] + "...")
+        body.append(tuple(cells))
+    widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
+    for line in [header, tuple("-" * w for w in widths), *body]:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip())
+    if len(rows) > TABLE_ROWS:
+        click.echo(f"... {len(rows) - TABLE_ROWS} more in summary.csv")

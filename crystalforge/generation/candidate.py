@@ -1,0 +1,194 @@
+"""One generated crystal structure and everything learned about it."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import attrs
+
+from ..errors import CIFError, CrystalforgeError
+
+
+@attrs.define(eq=False)
+class Candidate:
+    """A generated CIF with its validity report and score.
+
+    Attributes:
+        composition: the composition as asked (``"CaTiO3"``).
+        formula: the formula of the prompt's ``data_`` line (``"Ca1Ti1O3"``).
+        spacegroup: the space group asked for (normalized symbol), or None.
+        index: the sample's index among the candidates of its prompt.
+        raw: the generated text, prompt included, before post-processing.
+        cif: the post-processed CIF (full symmetry operators, no props block), or None
+            when post-processing failed (``postprocess_error`` says why).
+        report: the validity report (None when validation was skipped).
+        score: the scorer's value (nan: could not score; None: no scorer).
+        n_tokens: tokens generated after the prompt.
+        finished: whether the end-of-CIF marker was reached.
+        file: where the CLI wrote the candidate, if it did.
+        name: a stable name, ``<formula>_<spacegroup or any>_<index>`` by default (the
+            CLI's file stem).
+        extra: strategy-specific facts (MCTS: reward, simulation, ...).
+    """
+
+    composition: str
+    formula: str
+    spacegroup: str | None
+    index: int
+    raw: str
+    cif: str | None = None
+    postprocess_error: str | None = None
+    report: Any = None
+    score: float | None = None
+    n_tokens: int = 0
+    finished: bool = True
+    file: str | None = None
+    name: str = ""
+    extra: dict[str, Any] = attrs.field(factory=dict)
+    _structure: Any = attrs.field(default=None, init=False, repr=False)
+    _structure_error: str | None = attrs.field(default=None, init=False, repr=False)
+    _parsed: bool = attrs.field(default=False, init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.name:
+            from .runner import candidate_stem
+
+            self.name = candidate_stem(self.formula, self.spacegroup, self.index)
+
+    # -- derived facts ---------------------------------------------------------------------
+    @property
+    def text(self) -> str:
+        """The best text available: the post-processed CIF, else the raw generation."""
+        return self.cif if self.cif is not None else self.raw
+
+    @property
+    def is_valid(self) -> bool:
+        """True when validation ran and every required check passed."""
+        return bool(self.report is not None and self.report.is_valid)
+
+    @property
+    def structure(self):
+        """The pymatgen ``Structure`` of :attr:`cif`, or None (see :attr:`structure_error`)."""
+        self._parse()
+        return self._structure
+
+    @property
+    def structure_error(self) -> str | None:
+        """Why :attr:`structure` is None, or None when it parsed."""
+        self._parse()
+        return self._structure_error
+
+    def _parse(self) -> None:
+        if self._parsed:
+            return
+        self._parsed = True
+        if self.cif is None:
+            self._structure_error = f"post-processing failed: {self.postprocess_error}"
+            return
+        from .export import structure_from_cif
+
+        try:
+            self._structure = structure_from_cif(self.cif)
+        except CrystalforgeError as exc:
+            self._structure_error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - hostile generated text must not escape
+            self._structure_error = f"{type(exc).__name__}: {exc}"[:300]
+
+    @property
+    def spacegroup_found(self) -> str | None:
+        """The space group written in the generated CIF, or None when absent."""
+        from ..cif.extract import extract_space_group
+
+        try:
+            return extract_space_group(self.text)
+        except CrystalforgeError:
+            return None
+
+    @property
+    def volume(self) -> float | None:
+        """The ``_cell_volume`` written in the generated CIF, or None when absent."""
+        from ..cif.extract import extract_volume
+
+        try:
+            value = extract_volume(self.text)
+        except CrystalforgeError:
+            return None
+        return value if math.isfinite(value) else None
+
+    # -- exporters -----------------------------------------------------------------------
+    def _require_structure(self):
+        structure = self.structure
+        if structure is None:
+            raise CIFError(f"candidate {self.name} has no readable structure: {self.structure_error}")
+        return structure
+
+    def info(self) -> dict[str, Any]:
+        """Return the facts exported with the structure (extended XYZ comment, ASE ``info``)."""
+        return {
+            "name": self.name,
+            "composition": self.composition,
+            "spacegroup_asked": self.spacegroup,
+            "is_valid": self.is_valid if self.report is not None else None,
+            "score": None if self.score is None or math.isnan(self.score) else self.score,
+        }
+
+    def to_poscar(self) -> str:
+        """Return the structure as POSCAR text.
+
+        Raises:
+            CIFError: the candidate has no readable structure.
+        """
+        from .export import to_poscar
+
+        return to_poscar(self._require_structure(), comment=self.name)
+
+    def to_extxyz(self) -> str:
+        """Return the structure as extended XYZ text (name, validity and score in the comment line).
+
+        Raises:
+            CIFError: the candidate has no readable structure.
+        """
+        from .export import to_extxyz
+
+        return to_extxyz(self._require_structure(), self.info())
+
+    def to_ase(self):
+        """Return the structure as an ``ase.Atoms`` with :meth:`info` in ``atoms.info``.
+
+        Raises:
+            CIFError: the candidate has no readable structure.
+        """
+        from .export import to_ase
+
+        return to_ase(self._require_structure(), self.info())
+
+    def to_row(self) -> dict[str, Any]:
+        """Return the flat summary row (what ``summary.csv`` and ``--json`` show)."""
+        row: dict[str, Any] = {
+            "name": self.name,
+            "composition": self.composition,
+            "formula": self.formula,
+            "index": self.index,
+            "spacegroup_asked": self.spacegroup or "",
+            "spacegroup_found": self.spacegroup_found or "",
+        }
+        if self.report is not None:
+            flat = self.report.to_dict()
+            for name in self.report.checks:
+                row[name] = flat[name]
+            row["bond_length_score"] = self.report.bond_length_score
+            row["is_valid"] = self.report.is_valid
+            row["failed"] = ";".join(self.report.failed())
+        else:
+            row["is_valid"] = None
+            row["failed"] = ""
+        row.update(
+            score=self.score,
+            volume=self.volume,
+            n_tokens=self.n_tokens,
+            finished=self.finished,
+            error=self.postprocess_error or "",
+            file=self.file or "",
+        )
+        return row

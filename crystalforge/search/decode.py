@@ -1,0 +1,295 @@
+"""The batched KV-cache decoding engine shared by every search strategy.
+
+One call decodes many rows together: distinct prompts are left-padded and prefilled
+once, the cache is expanded to the requested number of rows per prompt
+(``KVCache.select``), then one token per row is appended per step. A row that emits the
+end-of-CIF marker (two consecutive newline tokens) is finished and dropped from the
+active batch while the others go on; nothing ever re-runs the whole context.
+
+Randomness comes in as uniforms in ``[0, 1)``, one per row and step, drawn on the CPU
+either from one shared ``torch.Generator`` or from one generator per row. With one
+generator per row, a row's output depends only on its prompt and its generator, not on
+which other rows share the batch (up to floating-point differences of batched matrix
+products, which can only matter when a uniform falls within rounding error of a
+probability boundary).
+
+Example (what MCTS rollouts use)::
+
+    picker = make_picker(temperature=1.0, top_k=10)
+    rows = sample_batch(model, [tokenizer.encode(prompt)], repeats=8,
+                        max_new_tokens=2000, pick_next=picker, generator=generator)
+    for ids, finished in rows: ...
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, NamedTuple, Protocol, Sequence
+
+import torch
+
+from ..errors import SequenceTooLongError
+
+logger = logging.getLogger(__name__)
+
+#: id of the newline token in the CrystaLLM vocabulary
+NEWLINE_ID = 142
+
+#: ``pick_next(logits[B, V], uniforms[B]) -> LongTensor[B]``
+PickNext = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class Decoded(NamedTuple):
+    """One decoded row: the generated token ids (prompt excluded) and whether it ended.
+
+    ``finished`` is True when the end-of-CIF marker was produced (its tokens are included
+    in ``ids``), False when ``max_new_tokens`` or the context window ran out.
+    """
+
+    ids: list[int]
+    finished: bool
+
+
+class BoundProcessor(Protocol):
+    """Per-batch state of a logits processor (see :mod:`crystalforge.search.logits`)."""
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor: ...
+
+    def advance(self, tokens: list[int]) -> None: ...
+
+    def keep(self, rows: list[int]) -> None: ...
+
+
+class LogitsProcessor(Protocol):
+    def start(self, row_prompts: Sequence[Sequence[int]]) -> BoundProcessor: ...
+
+
+# -- pickers ------------------------------------------------------------------------
+def greedy_pick(logits: torch.Tensor, uniforms: torch.Tensor | None = None) -> torch.Tensor:
+    """Return the most likely token of each row (the first one on ties)."""
+    return torch.argmax(logits, dim=-1)
+
+
+def filter_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Return ``logits`` with everything below each row's k-th largest value set to -inf."""
+    if k <= 0 or k >= logits.size(-1):
+        return logits
+    kth = torch.topk(logits, k, dim=-1).values[:, -1:]  # [B, 1]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def filter_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Return ``logits`` keeping, per row, the smallest most-likely set with mass >= p."""
+    if p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    mass_before = torch.cumsum(probs, dim=-1) - probs  # [B, V] mass of strictly better tokens
+    drop_sorted = mass_before >= p
+    drop_sorted[:, 0] = False  # the most likely token always stays
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def sample_from_logits(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Return one token per row drawn from ``softmax(logits)`` by inverting the CDF at ``uniforms``.
+
+    Tokens with zero probability are never drawn. Deterministic given the uniforms.
+    """
+    probs = torch.softmax(logits.float(), dim=-1)
+    cdf = torch.cumsum(probs, dim=-1)  # [B, V]
+    target = (uniforms.to(cdf.device, cdf.dtype) * cdf[:, -1]).unsqueeze(-1)  # [B, 1]
+    picked = torch.searchsorted(cdf, target, right=True).squeeze(-1)
+    return picked.clamp_(max=logits.size(-1) - 1)
+
+
+def make_picker(temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, greedy: bool = False) -> PickNext:
+    """Return ``pick_next(logits, uniforms)``: temperature, then top-k, then top-p, then a draw.
+
+    ``greedy`` (or ``temperature == 0``) ignores the uniforms and takes the argmax.
+
+    Raises:
+        ValueError: a negative temperature, negative ``top_k`` or ``top_p`` outside (0, 1].
+    """
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0, got {top_k}")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if greedy or temperature == 0:
+        return greedy_pick
+
+    def pick(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+        logits = logits.float() / temperature
+        if top_k:
+            logits = filter_top_k(logits, top_k)
+        if top_p < 1.0:
+            logits = filter_top_p(logits, top_p)
+        return sample_from_logits(logits, uniforms)
+
+    return pick
+
+
+# -- randomness -----------------------------------------------------------------------
+class _Uniforms:
+    """Uniforms per active row and step, from one shared generator or one per row."""
+
+    def __init__(self, generator, n_rows: int, steps: int) -> None:
+        self.shared: torch.Generator | None = None
+        self.table: torch.Tensor | None = None
+        if generator is None:
+            self.shared = torch.Generator().manual_seed(0)
+        elif isinstance(generator, torch.Generator):
+            self.shared = generator
+        else:
+            generators = list(generator)
+            if len(generators) != n_rows:
+                raise ValueError(f"{len(generators)} generators for {n_rows} rows")
+            # Each row's whole stream at once: a row's draws never depend on its neighbours.
+            self.table = torch.stack([torch.rand(max(steps, 1), generator=g) for g in generators])
+
+    def draw(self, step: int, active: torch.Tensor) -> torch.Tensor:
+        if self.table is not None:
+            return self.table[active, step]
+        return torch.rand(active.numel(), generator=self.shared)
+
+
+# -- the engine -----------------------------------------------------------------------
+def left_pad(prompt_ids: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(idx[P, T], pad_mask[P, T])`` with prompts right-aligned; pad_mask False on padding."""
+    width = max(len(p) for p in prompt_ids)
+    idx = torch.full((len(prompt_ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompt_ids), width), dtype=torch.bool)
+    for row, ids in enumerate(prompt_ids):
+        if ids:
+            idx[row, width - len(ids):] = torch.as_tensor(list(ids), dtype=torch.long)
+            mask[row, width - len(ids):] = True
+    return idx, mask
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def sample_batch(
+    model,
+    prompt_ids: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    pick_next: PickNext,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
+    repeats: int | Sequence[int] = 1,
+    stop_on_double_newline: bool = True,
+    newline_id: int = NEWLINE_ID,
+    processor: LogitsProcessor | None = None,
+    cache=None,
+    last_logits: torch.Tensor | None = None,
+) -> list[Decoded]:
+    """Decode ``repeats`` continuations of each prompt together through one KV cache.
+
+    Args:
+        model: a GPT with ``new_cache`` and ``forward_cached`` (eval mode).
+        prompt_ids: the distinct prompts as token ids (non-empty, any lengths).
+        max_new_tokens: most tokens to generate per row (also bounded by the context window).
+        pick_next: ``pick_next(logits[B, V], uniforms[B]) -> ids[B]`` (see :func:`make_picker`).
+        generator: one CPU ``torch.Generator`` shared by all rows, or a sequence with one
+            per output row (row-independent results); None only for greedy pickers.
+        repeats: rows per prompt (an int for all, or one count per prompt).
+        stop_on_double_newline: end a row at two consecutive newline tokens (the prompt's
+            last token counts as the previous one).
+        processor: optional logits processor (masks applied before ``pick_next``).
+        cache, last_logits: continue from an existing cache holding exactly the distinct
+            prompts (one row each, in order) and their last-position logits ``[P, V]``,
+            instead of prefilling (MCTS: a node's prefix). A cache that needs no expansion
+            is extended in place: pass ``cache.clone()`` to keep the original.
+
+    Returns:
+        One :class:`Decoded` per output row, prompt-major: all rows of prompt 0, then prompt 1, ...
+
+    Raises:
+        SequenceTooLongError: a prompt leaves no room in the model's context window.
+    """
+    if not prompt_ids:
+        return []
+    counts = [repeats] * len(prompt_ids) if isinstance(repeats, int) else list(repeats)
+    if len(counts) != len(prompt_ids) or any(c < 0 for c in counts):
+        raise ValueError("repeats must be a non-negative count per prompt")
+    if any(len(p) == 0 for p in prompt_ids):
+        raise ValueError("prompts must not be empty")
+    kept = [i for i, c in enumerate(counts) if c > 0]
+    n_rows = sum(counts)
+    if n_rows == 0:
+        return []
+    prompts = [list(prompt_ids[i]) for i in kept]
+    block_size = int(model.config.block_size)
+    idx, pad_mask = left_pad(prompts)
+    width = idx.size(1) if cache is None else cache.length
+    if width >= block_size:
+        raise SequenceTooLongError(
+            f"prompt has {width} tokens but the model's context window is {block_size}; shorten the prompt"
+        )
+    steps = max(0, min(max_new_tokens, block_size - width))
+    if steps < max_new_tokens:
+        logger.debug("max_new_tokens %d capped at %d by the context window", max_new_tokens, steps)
+
+    device = _model_device(model)
+    uniforms = _Uniforms(generator, n_rows, steps)
+    row_prompt = torch.repeat_interleave(
+        torch.arange(len(prompts)), torch.tensor([counts[i] for i in kept])
+    )  # [n_rows] -> index into prompts
+    bound = processor.start([prompts[int(p)] for p in row_prompt]) if processor is not None else None
+
+    # Prefill every distinct prompt once, then expand the cache to one row per sample.
+    if cache is None:
+        cache = model.new_cache(len(prompts), max_len=width + steps)
+        logits = model.forward_cached(idx.to(device), cache, pad_mask=pad_mask.to(device))[:, -1, :]
+    else:
+        if last_logits is None or cache.batch_size != len(prompts) or last_logits.size(0) != len(prompts):
+            raise ValueError("a given cache needs last_logits and one row per prompt with samples")
+        steps = min(steps, cache.max_len - cache.length)
+        logits = last_logits
+    expand = row_prompt.to(device)
+    if n_rows != len(prompts):  # otherwise every prompt has exactly one row already
+        cache = cache.select(expand)
+        logits = logits.index_select(0, expand)
+
+    out = torch.full((n_rows, max(steps, 1)), -1, dtype=torch.long, device=device)
+    lengths = torch.zeros(n_rows, dtype=torch.long)
+    finished = torch.zeros(n_rows, dtype=torch.bool)
+    active = torch.arange(n_rows)  # output row of each active batch row (CPU)
+    previous = idx[:, -1].index_select(0, row_prompt).to(device)  # last token per active row
+
+    for step in range(steps):
+        if bound is not None:
+            logits = bound(logits)
+        tokens = pick_next(logits, uniforms.draw(step, active)).to(device)  # [B]
+        out[active.to(device), step] = tokens
+        lengths[active] = step + 1
+        if bound is not None:
+            bound.advance(tokens.tolist())
+        if stop_on_double_newline:
+            done = (tokens == newline_id) & (previous == newline_id)
+            if bool(done.any()):
+                done_cpu = done.cpu()
+                finished[active[done_cpu]] = True
+                keep = (~done_cpu).nonzero().squeeze(-1)
+                if keep.numel() == 0:
+                    break
+                active = active[keep]
+                keep_device = keep.to(device)
+                tokens = tokens.index_select(0, keep_device)
+                cache = cache.select(keep_device)
+                if bound is not None:
+                    bound.keep(keep.tolist())
+            previous = tokens
+        if step + 1 == steps:
+            break
+        logits = model.forward_cached(tokens.unsqueeze(-1), cache)[:, -1, :]
+
+    rows = out.cpu().tolist()
+    return [
+        Decoded(ids=row[: int(length)], finished=bool(done))
+        for row, length, done in zip(rows, lengths.tolist(), finished.tolist())
+    ]
