@@ -266,6 +266,31 @@ def test_n_best_overrides_n(random_model, tokenizer):
     assert all(s.extra["reward"] == -1.0 for s in out[0])  # random weights: nothing parses
 
 
+def test_runner_reuses_tree_scores_and_writes_results(memorizing_model, plugin_manager, tmp_path):
+    """The run folder gets results.csv by itself, and candidates are not scored twice."""
+    from crystalforge.generation.runner import make_pipeline, make_specs, run_to_folder
+
+    class CountingScorer(RandomScorer):
+        calls = 0
+
+        def score(self, cif):
+            CountingScorer.calls += 1
+            return super().score(cif)
+
+    path, prompt = memorizing_model
+    pipeline = make_pipeline(model=str(path), search="puct", scorer=CountingScorer(),
+                             search_options={"num_simulations": 8, "top_k": 5}, seed=0,
+                             plugin_manager=plugin_manager, progress=False)
+    specs = make_specs(_formula(prompt))
+    result = run_to_folder(pipeline, specs, 2, tmp_path / "out", settings={"search": "puct"})
+    with open(tmp_path / "out" / "results.csv", newline="") as handle:
+        rollouts = list(csv.DictReader(handle))
+    # the tree scores each distinct text once; the runner must add no calls of its own
+    scored_in_tree = {r["cif"] for r in rollouts if r["score"] not in ("", "nan")}
+    assert rollouts and CountingScorer.calls == len(scored_in_tree)
+    assert any(row["score"] not in (None, "", "nan") for row in result.rows)
+
+
 # -- end to end with real processes ---------------------------------------------------------
 def _server(script_args: list[str]) -> tuple[subprocess.Popen, int]:
     proc = subprocess.Popen([sys.executable, *script_args], stderr=subprocess.PIPE, text=True,
@@ -282,7 +307,7 @@ def _run(model_path, prompt_formula, port, out, timeout="5"):
     return subprocess.run(
         [sys.executable, "-m", "crystalforge", "run", prompt_formula, "--model", str(model_path),
          "-n", "3", "--search", "puct", "-o", "num_simulations=16", "-o", "top_k=5",
-         "-o", f"results_path={out / 'results.csv'}", "--scorer", "zmq",
+         "--scorer", "zmq",
          "--scorer-opt", f"port={port}", "--scorer-opt", f"timeout={timeout}",
          "--scorer-opt", "max_failures=3", "--out", str(out), "--no-progress", "--device", "cpu"],
         capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"},

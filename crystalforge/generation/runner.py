@@ -317,9 +317,11 @@ class Pipeline:
         if self.scorer is None or not candidates:
             return
         # text that could not even be post-processed is not worth a (maybe remote) scorer call
-        scorable = [c for c in candidates if c.cif is not None]
+        # a tree search already scored its candidates: reuse a finite score, don't pay twice
         for candidate in candidates:
-            candidate.score = math.nan
+            known = candidate.extra.get("score")
+            candidate.score = float(known) if isinstance(known, (int, float)) and math.isfinite(known) else math.nan
+        scorable = [c for c in candidates if c.cif is not None and math.isnan(c.score)]
         scores = list(self.scorer.score_many([c.cif for c in scorable])) if scorable else []
         for candidate, score in zip(scorable, scores):
             try:
@@ -600,6 +602,12 @@ def run_to_folder(
     finally:
         bar.close()
 
+    rollouts = getattr(pipeline.strategy, "results", None)
+    if rollouts:  # tree searches record every scored rollout: keep them beside the candidates
+        from ..search.mcts import write_results
+
+        name = "results.csv" if not context.distributed else f"results.rank{context.rank}.csv"
+        write_results(str(out / name), rollouts)
     gathered = context.all_gather(new_rows)
     merged = dict(done)
     for rows in gathered:
