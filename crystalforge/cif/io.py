@@ -6,6 +6,7 @@ identical output. Writers are atomic: a temp file in the same folder, then a ren
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
@@ -14,7 +15,7 @@ import pickle
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import IO, Iterable, Iterator
 
 from ..errors import CIFError, DataError
 
@@ -162,6 +163,18 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temp file in the same folder, then rename)."""
+    with atomic_writer(path) as handle:
+        handle.write(data)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike) -> Iterator[IO[bytes]]:
+    """Yield a binary handle whose content replaces ``path`` only when the block succeeds.
+
+    The data goes to a temp file in the same folder (flushed and fsynced), which is then
+    renamed over ``path``; on any error the temp file is removed and ``path`` is untouched.
+    Streaming, so large files (checkpoints) need not fit in memory twice.
+    """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
@@ -171,7 +184,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, p)

@@ -14,12 +14,12 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..cif.io import atomic_writer
 from ..errors import CheckpointError, ConfigError, OptionError
 from .gpt import GPT, GPTConfig
 
@@ -219,18 +219,8 @@ def save_checkpoint(
         "vocab_hash": default_tokenizer().vocab_hash,
     }
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                torch.save(ckpt, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_writer(target) as handle:
+            torch.save(ckpt, handle)
     except OSError as exc:
         raise CheckpointError(f"cannot write checkpoint {target}: {exc.strerror or exc}") from exc
     log.info("saved checkpoint %s (iter %d)", target, iter_num)
