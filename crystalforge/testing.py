@@ -10,7 +10,11 @@ Fixtures:
   exercising generation and search code quickly;
 - ``cf_sample_cifs`` -- a handful of real structures as ``(name, cif_text)`` pairs,
   preprocessed into crystalforge's canonical form (Perov-5 and Carbon-24 structures shipped
-  in the package).
+  in the package): what the model is trained on and generates;
+- ``cf_sample_cifs_postprocessed`` -- the same structures as ordinary CIFs (full symmetry
+  operators, no atom-properties block): what validators and scorers are given. Validate
+  these, not the canonical ones: a canonical CIF lists only the identity operator, so
+  pymatgen reads only the symmetry-distinct sites.
 """
 
 from __future__ import annotations
@@ -74,3 +78,11 @@ def sample_cifs() -> list[tuple[str, str]]:
 def cf_sample_cifs() -> list[tuple[str, str]]:
     """Return a handful of real structures ``(name, cif)`` in crystalforge's canonical form."""
     return sample_cifs()
+
+
+@pytest.fixture(scope="session")
+def cf_sample_cifs_postprocessed(cf_sample_cifs) -> list[tuple[str, str]]:
+    """Return the sample structures ``(name, cif)`` post-processed into ordinary CIFs."""
+    from crystalforge.cif.postprocess import postprocess_cif
+
+    return [(name, postprocess_cif(cif)) for name, cif in cf_sample_cifs]
