@@ -14,7 +14,7 @@ subset measures them fairly and keeps the run short.
 
 ``--constraints MODEL`` instead measures what the logits masks (strategy option
 ``constrain``) do to validity with a trained checkpoint: the same prompts, seed and
-strategy with ``constrain`` none / composition / grammar / both, side by side.
+strategy with ``constrain`` none / composition / grammar / stoichiometry / both / all, side by side.
 
     python bench/generation.py --constraints path/to/ckpt.pt --prompts 8 --n 10 --max-new-tokens 1000
 """
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--constraints", metavar="MODEL", default=None,
-                        help="Compare validity with constrain=none/composition/grammar/both using this checkpoint.")
+                        help="Compare validity with each constrain value (none ... all) using this checkpoint.")
     parser.add_argument("--json", action="store_true", help="Print JSON.")
     args = parser.parse_args(argv)
     if args.constraints:
@@ -169,7 +169,7 @@ def compare_constraints(args) -> dict:
     model = cf.load_model(args.constraints, device=args.device)
     specs = [COMPOSITIONS[i % len(COMPOSITIONS)] for i in range(args.prompts)]
     result = {}
-    for constrain in ("none", "composition", "grammar", "both"):
+    for constrain in ("none", "composition", "grammar", "stoichiometry", "both", "all"):
         started = time.perf_counter()
         candidates = []
         for composition, spacegroup in specs:

@@ -1,6 +1,7 @@
 """Logits processors: masks that keep generated CIF text plausible.
 
-Two constraints, usable alone or together (strategy option ``constrain``):
+Three constraints, usable alone or together (strategy option ``constrain``: one name, a
+comma-separated list, ``both`` for composition + grammar, ``all`` for the three):
 
 ``composition``
     Element tokens absent from the prompt's ``data_`` formula are masked at every generated
@@ -20,6 +21,16 @@ Two constraints, usable alone or together (strategy option ``constrain``):
     last one ending the line; the CIF may end (empty line) only after the atom-site loop
     has rows.
 
+``stoichiometry``
+    What the prompt's ``data_`` formula decides is written as it decides it: the
+    ``_chemical_formula_structural`` (reduced formula), ``_chemical_formula_sum`` and
+    ``_cell_formula_units_Z`` values are forced token by token (exactly what pymatgen's
+    ``CifWriter`` writes for that formula), and in the atom-site loop the multiplicities
+    of each element's sites add up to the element's count: a site may not claim more
+    atoms than its element has left, an element with none left starts no row, and the
+    CIF cannot end while atoms are missing. The model still chooses the cell, the
+    sites' Wyckoff multiplicities and every coordinate.
+
 A processor is bound to a batch with ``start(row_prompts)`` and then follows each row
 token by token (see :class:`crystalforge.search.decode.BoundProcessor`). Masks never
 remove every token of a row: if they would, the row is left unconstrained for that step.
@@ -33,8 +44,12 @@ from typing import Sequence
 import attrs
 import torch
 
-#: values of the ``constrain`` option of the sampling strategies
-CONSTRAINTS = ("none", "composition", "grammar", "both")
+#: the individual constraints; the ``constrain`` option names one, several (comma-separated)
+#: or an alias of :data:`CONSTRAINT_ALIASES`
+CONSTRAINT_NAMES = ("composition", "grammar", "stoichiometry")
+CONSTRAINT_ALIASES = {"none": (), "both": ("composition", "grammar"), "all": CONSTRAINT_NAMES}
+#: values of the ``constrain`` option of the sampling strategies (lists of names work too)
+CONSTRAINTS = ("none", *CONSTRAINT_NAMES, "both", "all")
 
 NUMERIC_KEYS = (
     "_cell_length_a", "_cell_length_b", "_cell_length_c",
@@ -57,8 +72,9 @@ SITE_COLUMNS = {
     "_atom_site_occupancy": "decimal",
 }
 
-# A mask is named by the token groups it allows (see TokenClasses.group).
-Mask = tuple[str, ...]
+# A mask is named by the token groups it allows (see _group): group names, or single
+# token ids.
+Mask = tuple[str | int, ...]
 FREE: Mask = ("all",)
 
 
@@ -78,6 +94,8 @@ class TokenClasses:
     plus: int
     quote: int
     loop: int
+    digit_ids: tuple[int, ...] = ()  # id of the digit 0, 1, ..., 9
+    digit_value: dict[int, int] = attrs.field(factory=dict)  # digit id -> its value
 
     @classmethod
     def from_tokenizer(cls, tokenizer) -> "TokenClasses":
@@ -91,11 +109,15 @@ class TokenClasses:
             keywords={i: t for i, t in enumerate(itos) if t.startswith("_")},
             space=stoi[" "], newline=stoi["\n"], dot=stoi["."], minus=stoi["-"], plus=stoi["+"],
             quote=stoi["'"], loop=stoi["loop_"],
+            digit_ids=tuple(stoi[str(d)] for d in range(10)),
+            digit_value={stoi[str(d)]: d for d in range(10)},
         )
 
 
-def _group(classes: TokenClasses, name: str) -> tuple[int, ...]:
+def _group(classes: TokenClasses, name: str | int) -> tuple[int, ...]:
     c = classes
+    if isinstance(name, int):
+        return (name,)
     if name == "all":
         return tuple(range(c.vocab_size))
     if name == "keys":
@@ -111,10 +133,17 @@ class _LineState:
     """Where one row stands in the CIF grammar, updated token by token."""
 
     __slots__ = ("classes", "first", "last", "length", "section", "in_header", "site_rows", "loop_keys",
-                 "column", "column_length", "has_dot")
+                 "column", "column_length", "has_dot", "stoichiometry", "forced", "remaining", "row_element",
+                 "field_value")
 
-    def __init__(self, classes: TokenClasses) -> None:
+    def __init__(self, classes: TokenClasses, stoichiometry: "Stoichiometry | None" = None) -> None:
         self.classes = classes
+        self.stoichiometry = stoichiometry
+        self.forced: list[int] = []  # tokens the rest of this line must be (stoichiometry)
+        # atoms of each element (token id) not yet placed by a site row
+        self.remaining: dict[int, int] = dict(stoichiometry.counts) if stoichiometry else {}
+        self.row_element: int | None = None  # element of the current atom-site row
+        self.field_value = 0  # integer value of the current field so far
         self.first: int | None = None  # first token of the current line
         self.last: int | None = None
         self.length = 0  # tokens on the current line
@@ -128,15 +157,23 @@ class _LineState:
 
     def feed(self, token: int) -> None:
         c = self.classes
+        if self.forced:
+            # a forced line is followed exactly; a row that left it (masks off) is let go
+            self.forced = self.forced[1:] if token == self.forced[0] else []
         if token == c.newline:
             if self.length and self.section == "atom_site" and not self.in_header:
                 self.site_rows += 1
+                if self.column == self._multiplicity_column() and self.row_element in self.remaining:
+                    self.remaining[self.row_element] -= self.field_value  # multiplicity was the last field
             self.first, self.last, self.length = None, token, 0
             self.column, self.column_length, self.has_dot = 0, 0, False
             return
         if self.length == 0:
             self.first = token
+            self.row_element = None
             keyword = c.keywords.get(token)
+            if self.stoichiometry is not None and token in self.stoichiometry.lines:
+                self.forced = list(self.stoichiometry.lines[token])
             if token == c.loop:
                 self.section, self.in_header, self.loop_keys = None, True, []
             elif keyword is not None:
@@ -148,13 +185,52 @@ class _LineState:
                     self.section, self.in_header, self.loop_keys = None, False, []
             else:
                 self.in_header = False  # the loop's data rows begin
+        site_row = self.section == "atom_site" and not self.in_header
         if token == c.space:
+            if site_row and self.column == self._multiplicity_column() and self.row_element in self.remaining:
+                self.remaining[self.row_element] -= self.field_value
             self.column, self.column_length, self.has_dot = self.column + 1, 0, False
+            self.field_value = 0
         else:
+            if site_row and self.column == 0 and self.column_length == 0:
+                self.row_element = token
             self.column_length += 1
             self.has_dot = self.has_dot or token == c.dot
+            digit = c.digit_value.get(token)
+            self.field_value = self.field_value * 10 + digit if digit is not None else 0
         self.last = token
         self.length += 1
+
+    def _multiplicity_column(self) -> int | None:
+        try:
+            return self.loop_keys.index("_atom_site_symmetry_multiplicity")
+        except ValueError:
+            return None
+
+    def stoichiometry_mask(self) -> Mask | None:
+        """Return what the stoichiometry constraint allows next (None: no restriction)."""
+        if self.stoichiometry is None:
+            return None
+        if self.forced:
+            return (self.forced[0],)
+        if self.section != "atom_site" or not self._typed_site_loop():
+            return None
+        c = self.classes
+        left = tuple(sorted(e for e, n in self.remaining.items() if n > 0))
+        if self.length == 0:
+            if self.in_header:  # more header keys, or the first row (of an element with atoms left)
+                return ("keys", *left)
+            return left if left else ("newline",)
+        if self.in_header or self.column != self._multiplicity_column():
+            return None
+        budget = self.remaining.get(self.row_element, 0) if self.row_element is not None else 0
+        if budget <= 0:
+            return None  # a row of an element the formula lacks: nothing sensible to enforce
+        value = self.field_value if self.column_length else 0
+        digits = tuple(c.digit_ids[d] for d in range(10)
+                       if (self.column_length or d > 0) and value * 10 + d <= budget)
+        ends = ("space",) if self.column_length and 1 <= value <= budget else ()
+        return digits + ends if digits or ends else None
 
     def _typed_site_loop(self) -> bool:
         return bool(self.loop_keys) and self.loop_keys[0] == "_atom_site_type_symbol"
@@ -239,21 +315,73 @@ def prompt_elements(prompt_ids: Sequence[int], classes: TokenClasses) -> set[int
     return found
 
 
+def _first_line(prompt_ids: Sequence[int], newline: int) -> tuple[int, ...]:
+    end = next((i for i, t in enumerate(prompt_ids) if t == newline), len(prompt_ids))
+    return tuple(prompt_ids[:end])
+
+
+@attrs.frozen
+class Stoichiometry:
+    """What a prompt's ``data_`` formula fixes: atoms per element and the forced formula lines.
+
+    Attributes:
+        counts: element token id -> atoms of that element in the cell.
+        lines: key token id -> the tokens that must follow the key on its line.
+    """
+
+    counts: dict[int, int]
+    lines: dict[int, tuple[int, ...]]
+
+    @classmethod
+    def from_prompt(cls, prompt_ids: Sequence[int], tokenizer) -> "Stoichiometry | None":
+        """Return the stoichiometry of the prompt's ``data_`` formula, or None without a readable one."""
+        from ..cif.extract import parse_composition
+        from ..errors import CompositionError
+
+        text = tokenizer.decode(list(_first_line(prompt_ids, tokenizer.stoi["\n"]))).strip()
+        if not text.startswith("data_"):
+            return None
+        try:
+            composition = parse_composition(text[len("data_"):])
+        except CompositionError:
+            return None
+        amounts = composition.get_el_amt_dict()
+        if any(abs(a - round(a)) > 1e-6 or a < 1 for a in amounts.values()) or any(
+                e not in tokenizer.stoi for e in amounts):
+            return None
+        reduced, units = composition.get_reduced_formula_and_factor()
+        cell_formula = composition.formula  # CifWriter's _chemical_formula_sum, quoted when it has spaces
+        values = {
+            "_chemical_formula_structural": reduced,
+            "_chemical_formula_sum": f"'{cell_formula}'" if " " in cell_formula else cell_formula,
+            "_cell_formula_units_Z": str(int(round(units))),
+        }
+        return cls(
+            counts={tokenizer.stoi[e]: int(round(a)) for e, a in amounts.items()},
+            lines={tokenizer.stoi[key]: tuple(tokenizer.encode(f" {value}\n")) for key, value in values.items()},
+        )
+
+
 @attrs.define
 class CIFConstraints:
-    """Logits processor masking out-of-composition elements and/or CIF grammar errors.
+    """Logits processor masking out-of-composition elements, CIF grammar errors and/or
+    text that disagrees with the prompt's formula.
 
     Args:
         tokenizer: the tokenizer whose ids the model emits.
         composition: mask element tokens absent from each row's prompt formula.
         grammar: apply the line grammar (see the module docstring).
+        stoichiometry: force the formula lines and Z, and make site multiplicities add up
+            to the prompt's formula (see the module docstring).
     """
 
     tokenizer: object
     composition: bool = True
     grammar: bool = True
+    stoichiometry: bool = False
     classes: TokenClasses = attrs.field(init=False)
     _rows: dict = attrs.field(init=False, factory=dict, repr=False)
+    _stoichiometries: dict = attrs.field(init=False, factory=dict, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self.classes = TokenClasses.from_tokenizer(self.tokenizer)
@@ -268,6 +396,13 @@ class CIFConstraints:
             self._rows[mask] = row
         return row
 
+    def stoichiometry_of(self, prompt_ids: Sequence[int]) -> Stoichiometry | None:
+        """Return the (cached) :class:`Stoichiometry` of a prompt, None when it has no formula."""
+        key = _first_line(prompt_ids, self.classes.newline)
+        if key not in self._stoichiometries:
+            self._stoichiometries[key] = Stoichiometry.from_prompt(prompt_ids, self.tokenizer)
+        return self._stoichiometries[key]
+
     def start(self, row_prompts: Sequence[Sequence[int]]) -> "BoundCIFConstraints":
         """Return the per-batch state for rows with these prompts (one entry per row)."""
         return BoundCIFConstraints(self, [list(p) for p in row_prompts])
@@ -281,7 +416,7 @@ class BoundCIFConstraints:
         self.classes = spec.classes
         self.states = []
         for prompt in row_prompts:
-            state = _LineState(self.classes)
+            state = _LineState(self.classes, spec.stoichiometry_of(prompt) if spec.stoichiometry else None)
             for token in prompt:
                 state.feed(token)
             self.states.append(state)
@@ -298,8 +433,8 @@ class BoundCIFConstraints:
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         allowed = torch.ones_like(logits, dtype=torch.bool)
-        if self.spec.grammar:
-            allowed = torch.stack([self.spec.mask_row(s.mask()) for s in self.states]).to(logits.device)
+        if self.spec.grammar or self.spec.stoichiometry:
+            allowed = torch.stack([self._row_mask(s) for s in self.states]).to(logits.device)
         if self.element_mask is not None:
             allowed = allowed & self.element_mask.to(logits.device)
         # never leave a row with nothing to pick
@@ -307,6 +442,11 @@ class BoundCIFConstraints:
         if bool(empty.any()):
             allowed[empty] = True
         return logits.masked_fill(~allowed, float("-inf"))
+
+    def _row_mask(self, state: _LineState) -> torch.Tensor:
+        row = self.spec.mask_row(state.mask() if self.spec.grammar else FREE)
+        extra = state.stoichiometry_mask()
+        return row if extra is None else row & self.spec.mask_row(extra)
 
     def advance(self, tokens: list[int]) -> None:
         for state, token in zip(self.states, tokens):
@@ -322,16 +462,35 @@ class BoundCIFConstraints:
         return [s.mask() for s in self.states]
 
 
+def parse_constraints(constrain: str) -> tuple[str, ...]:
+    """Return the constraint names a ``constrain`` value stands for, in canonical order.
+
+    ``constrain`` is an alias (``none``, ``both``, ``all``), one name of
+    :data:`CONSTRAINT_NAMES`, or a comma-separated list of names.
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    names: set[str] = set()
+    for part in (p.strip() for p in str(constrain).split(",")):
+        if part in CONSTRAINT_ALIASES:
+            names.update(CONSTRAINT_ALIASES[part])
+        elif part in CONSTRAINT_NAMES:
+            names.add(part)
+        else:
+            raise ValueError(f"constrain must be one of {', '.join(CONSTRAINTS)} or a comma-separated list of "
+                             f"{', '.join(CONSTRAINT_NAMES)}; got {constrain!r}")
+    return tuple(n for n in CONSTRAINT_NAMES if n in names)
+
+
 def make_processor(constrain: str, tokenizer) -> CIFConstraints | None:
     """Return the processor for a ``constrain`` value, or None for ``"none"``.
 
     Raises:
-        ValueError: ``constrain`` is not one of :data:`CONSTRAINTS`.
+        ValueError: ``constrain`` names an unknown constraint (see :func:`parse_constraints`).
     """
-    if constrain not in CONSTRAINTS:
-        raise ValueError(f"constrain must be one of {', '.join(CONSTRAINTS)}, got {constrain!r}")
-    if constrain == "none":
+    names = parse_constraints(constrain)
+    if not names:
         return None
-    return CIFConstraints(
-        tokenizer, composition=constrain in ("composition", "both"), grammar=constrain in ("grammar", "both")
-    )
+    return CIFConstraints(tokenizer, composition="composition" in names, grammar="grammar" in names,
+                          stoichiometry="stoichiometry" in names)

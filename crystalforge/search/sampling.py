@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from ..errors import OptionError
 from .base import Sample
 from .decode import PickNext, make_picker, sample_batch
-from .logits import CONSTRAINTS, make_processor
+from .logits import make_processor, parse_constraints
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +43,10 @@ def _positive(instance, attribute, value) -> None:
 
 
 def _check_constrain(instance, attribute, value) -> None:
-    if value not in CONSTRAINTS:
-        raise OptionError(f"Option 'constrain' must be one of {', '.join(CONSTRAINTS)}, got {value!r}")
+    try:
+        parse_constraints(value)
+    except ValueError as exc:
+        raise OptionError(f"Option 'constrain': {exc}") from None
 
 
 def _max_new_tokens_field():
@@ -60,8 +62,9 @@ def _constrain_field():
         default="none",
         validator=_check_constrain,
         metadata={
-            "help": "logits masks: composition (only the prompt's elements), grammar (CIF line syntax), both",
-            "choices": CONSTRAINTS,
+            "help": "logits masks, comma-separated: composition (only the prompt's elements), grammar "
+                    "(CIF line syntax), stoichiometry (formula lines, Z and site multiplicities agree with "
+                    "the prompt's formula); both = composition,grammar; all = the three",
         },
     )
 
