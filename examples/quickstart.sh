@@ -41,7 +41,7 @@ step "validate the generated CIFs (CrystaLLM's checks plus installed plugins')"
 "$CF" validate "$OUT/CaTiO3" --no-progress
 
 step "evaluate: validity summary and plots"
-"$CF" evaluate "$OUT/CaTiO3" -o "$OUT/CaTiO3_evaluation.csv" --plots "$OUT/plots" --quiet
+"$CF" evaluate "$OUT/CaTiO3" -o "$OUT/CaTiO3_evaluation.csv" --plots "$OUT/plots" --no-progress
 
 step "export the structures to VASP POSCAR files"
 # (exit code 1 when some CIFs cannot be read, as happens with an untrained model)

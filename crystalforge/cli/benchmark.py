@@ -35,13 +35,13 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, str]:
               help="Put the reference's space group (symprec 0.1) in the prompt.")
 @click.option("--limit", type=int, default=None, help="Use a random subset of this many references.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the subset and generation.")
-@click.option("--workers", type=int, default=1, show_default=True, help="Worker processes for matching.")
-@click.option("--device", default="cpu", show_default=True, help="Torch device for generation.")
+@click.option("-j", "--workers", type=int, default=1, show_default=True, help="Worker processes for matching.")
+@click.option("--device", default="auto", show_default=True, help="Torch device for generation: auto, cpu, cuda, ...")
 @click.option("--batch-size", type=int, default=None, help="Samples decoded together (default: the API's).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Save references, prompts, candidates, matches.csv and report.json here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--no-progress", "--quiet", "quiet", is_flag=True, help="Hide the progress bars.")
 @click.pass_context
 def benchmark(ctx: click.Context, references: Path, generated: Path | None, model_path: str | None, search: str,
               search_opts: tuple[str, ...], n: int, with_spacegroup: bool, limit: int | None, seed: int,

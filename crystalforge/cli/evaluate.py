@@ -17,9 +17,9 @@ from . import get_plugin_manager
 @click.option("--plots", "plots_dir", type=click.Path(path_type=Path), default=None,
               help="Write PNG plots into this folder.")
 @click.option("--require", multiple=True, help="Also require this validator for validity (repeatable).")
-@click.option("--workers", type=int, default=1, show_default=True, help="Worker processes.")
+@click.option("-j", "--workers", type=int, default=1, show_default=True, help="Worker processes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--no-progress", "--quiet", "quiet", is_flag=True, help="Hide the progress bar.")
 @click.pass_context
 def evaluate(ctx: click.Context, path: Path, output: Path | None, plots_dir: Path | None,
              require: tuple[str, ...], workers: int, as_json: bool, quiet: bool) -> None:

@@ -14,9 +14,9 @@ import click
               help="Training set (CSV, folder or .tar.gz) for novelty; without it all count as novel.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Write one row per generated CIF to this CSV.")
-@click.option("--workers", type=int, default=1, show_default=True, help="Worker processes.")
+@click.option("-j", "--workers", type=int, default=1, show_default=True, help="Worker processes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--no-progress", "--quiet", "quiet", is_flag=True, help="Hide the progress bar.")
 def vun(generated: Path, train: Path | None, output: Path | None, workers: int, as_json: bool,
         quiet: bool) -> None:
     """Measure validity, uniqueness and novelty of GENERATED structures.

@@ -285,14 +285,14 @@ def run_benchmark(
     out: str | os.PathLike | None = None,
     plugin_manager: Any = None,
     progress: bool = True,
-    device: str = "cpu",
+    device: str = "auto",
     batch_size: int | None = None,
 ) -> BenchmarkResult:
     """Run the CSP benchmark and return its outcomes and metrics (match rate, RMSE; n=1 and n).
 
     With ``generated`` (a folder or ``.tar.gz`` laid out per reference id) no model is used;
     otherwise ``n`` candidates per reference are generated with ``model`` (or the checkpoint
-    at ``model_path`` on ``device``, default: the embedded model) and ``search``. With ``out`` the
+    at ``model_path`` on ``device`` (``auto``: CUDA when present), default: the embedded model) and ``search``. With ``out`` the
     references, prompts, candidates, per-reference matches and ``report.json`` are saved.
 
     Raises:
@@ -319,9 +319,10 @@ def run_benchmark(
         settings.update(generated=str(generated), model=None, search=None)
     else:
         if model is None:
+            from ..generation.runner import resolve_device
             from ..model.checkpoint import load_model
 
-            model = load_model(model_path, device=device)
+            model = load_model(model_path, device=resolve_device(device))
         prompts = make_prompts(refs, with_space_group=with_space_group, workers=workers, progress=progress)
         settings.update(generated=None, model=model_path or "default", search=search,
                         search_options=search_options or {})
