@@ -171,10 +171,20 @@ def test_indices_reproduce_the_same_samples(model, prompts):
 
 
 def test_greedy_samples_agree(model, prompts):
-    samples = GreedyDecoding(max_new_tokens=25).generate(model, TOK, prompts, 2, generator=None, progress=False)
+    # the reference decodes the raw model, so no masks here
+    samples = GreedyDecoding(max_new_tokens=25, constrain="none").generate(model, TOK, prompts, 2, generator=None,
+                                                                           progress=False)
     assert samples[0][0].text == samples[0][1].text
     expected = reference_greedy(model, TOK.encode(prompts[0]), 25)
     assert samples[0][0].text == prompts[0] + TOK.decode(expected)
+
+
+def test_constraints_are_on_by_default(model, prompts):
+    assert TopKSampling().constrain == GreedyDecoding().constrain == "all"
+    masked = GreedyDecoding(max_new_tokens=25).generate(model, TOK, prompts[:1], 1, generator=None, progress=False)
+    # random weights: the raw greedy text breaks the grammar at once, the masked one cannot
+    first = masked[0][0].text[len(prompts[0]):].split("\n", 1)[0]
+    assert first.split(" ", 1)[0] in TOK.stoi and first.split(" ", 1)[0].startswith(("_", "loop_"))
 
 
 def test_options_come_from_the_registry(plugin_manager):

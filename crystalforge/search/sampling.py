@@ -59,12 +59,13 @@ def _max_new_tokens_field():
 
 def _constrain_field():
     return attrs.field(
-        default="none",
+        default="all",
         validator=_check_constrain,
         metadata={
             "help": "logits masks, comma-separated: composition (only the prompt's elements), grammar "
                     "(CIF line syntax), stoichiometry (formula lines, Z and site multiplicities agree with "
-                    "the prompt's formula); both = composition,grammar; all = the three",
+                    "the prompt's formula); both = composition,grammar; all = the three (default); "
+                    "none = the model's own distribution",
         },
     )
 
