@@ -11,9 +11,10 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-PEROV_CSV = SHARED_DATA / "perov_5" / "val.csv"
-CARBON_CSV = SHARED_DATA / "carbon_24" / "val.csv"
+# the first 200 rows of the Perov-5 and Carbon-24 benchmark CSVs (tests/data/README.md)
+TEST_DATA = REPO / "tests" / "data"
+PEROV_CSV = TEST_DATA / "perov_5_head200.csv"
+CARBON_CSV = TEST_DATA / "carbon_24_head200.csv"
 
 csv.field_size_limit(2**31 - 1)
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import CARBON_CSV, PEROV_CSV
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 FAST = ["-n", "2", "--max-new-tokens", "60"]
@@ -190,22 +192,18 @@ def test_quickstart(cf_tiny_model, tmp_path):
 
 
 def test_sample_cifs_are_current_preprocess_output():
-    """crystalforge/assets/sample_cifs.json holds real rows of the shared CSVs, preprocessed now."""
+    """crystalforge/assets/sample_cifs.json holds real rows of the benchmark CSVs, preprocessed now."""
     import crystalforge as cf
     from crystalforge.testing import sample_cifs
 
     csv.field_size_limit(2**31 - 1)
     items = sample_cifs()
     assert len(items) == 6
-    shared = REPO.parent / "shared" / "data"
-    sources = {"perov5": shared / "perov_5" / "val.csv", "carbon24": shared / "carbon_24" / "val.csv"}
+    sources = {"perov5": PEROV_CSV, "carbon24": CARBON_CSV}
     for name, cif in items:
         dataset, rest = name.split("-", 1)
         material_id = rest.rsplit("-", 1)[0]
-        path = Path(sources[dataset])
-        if not path.exists():
-            pytest.skip(f"shared data not available: {path}")
-        with path.open(newline="") as handle:
+        with Path(sources[dataset]).open(newline="") as handle:
             raw = next(r["cif"] for r in csv.DictReader(handle) if r["material_id"] == material_id)
         assert cf.preprocess_cif(raw) == cif, (
             f"{name} differs from preprocess_cif's output: regenerate crystalforge/assets/sample_cifs.json")
