@@ -190,3 +190,38 @@ def test_a_crashing_check_is_recorded_not_fatal(tmp_path, perov_cifs, plugin_man
     required = evaluate_source(tmp_path / "cifs", plugin_manager=plugin_manager, require=["exploding"],
                                progress=False)
     assert required.summary["valid"]["count"] == 0
+
+
+class _NumpyCheck:
+    """A validator that answers with NumPy scalars, as checks built on array maths do."""
+
+    def check(self, cif, context):
+        import numpy as np
+
+        from crystalforge.validation.report import CheckResult
+
+        volume = np.float64(context.structure.volume) if context.structure is not None else np.float64(0)
+        return CheckResult(name="numpy_volume", passed=volume > 1.0, score=volume / (volume + 1))
+
+
+class _NumpyPlugin:
+    from crystalforge import hookimpl
+
+    @staticmethod
+    @hookimpl
+    def register_validators(register):
+        register("numpy_volume", _NumpyCheck, description="passes with a numpy.bool_")
+
+
+def test_a_check_answering_numpy_scalars_is_counted(tmp_path, perov_cifs, plugin_manager):
+    from crystalforge.evaluation.evaluate import summary_lines
+
+    plugin_manager.register(_NumpyPlugin(), name="numpy-plugin")
+    write_cifs(tmp_path / "cifs", perov_cifs[:3])
+    result = evaluate_source(tmp_path / "cifs", plugin_manager=plugin_manager, progress=False)
+    for row in result.rows:
+        assert row["numpy_volume"] is True and type(row["numpy_volume_score"]) is float
+    assert result.summary["checks"]["numpy_volume"] == {"count": 3, "total": 3, "rate": 1.0}
+    lines = list(summary_lines(result.summary))
+    assert any(line.strip().startswith("numpy_volume:") and "3/3" in line for line in lines)
+    assert "valid by crystal system:" in lines

@@ -299,8 +299,13 @@ def summary_lines(summary: dict[str, Any]) -> Iterable[str]:
     yield f"SMACT valid (CDVAE):           {fraction(summary['smact_valid'])}"
     yield f"structure valid (CDVAE):       {fraction(summary['structure_valid'])}"
     yield f"valid:                         {fraction(summary['valid'])}"
-    for name, entry in summary["checks"].items():
-        if name not in ("space_group", "site_multiplicity", "formula_consistency"):
+    others = {name: entry for name, entry in summary["checks"].items()
+              if name not in ("space_group", "site_multiplicity", "formula_consistency")}
+    if others:
+        yield "other checks passed:"
+        for name, entry in others.items():
             yield f"  {name + ':':<28}{fraction(entry)}"
-    for system, entry in summary["by_crystal_system"].items():
-        yield f"  {system:<14} {entry['valid']}/{entry['count']} valid"
+    if summary["by_crystal_system"]:
+        yield "valid by crystal system:"
+        for system, entry in summary["by_crystal_system"].items():
+            yield f"  {system + ':':<28}{entry['valid']}/{entry['count']}"

@@ -23,13 +23,18 @@ MAX_EXPANDED_POSITIONS = 10000
 
 @attrs.frozen
 class CheckResult:
-    """The outcome of one check: passed or not, an optional score in [0, 1], and why."""
+    """The outcome of one check: passed or not, an optional score in [0, 1], and why.
+
+    ``passed`` and ``required`` are stored as built-in ``bool`` and ``score`` as ``float``
+    whatever a plugin hands over (a NumPy comparison gives ``numpy.bool_``), so reports,
+    CSV columns and summaries treat every validator's result alike.
+    """
 
     name: str
-    passed: bool
-    score: float | None = None
+    passed: bool = attrs.field(converter=bool)
+    score: float | None = attrs.field(default=None, converter=attrs.converters.optional(float))
     message: str = ""
-    required: bool = False
+    required: bool = attrs.field(default=False, converter=bool)
 
 
 class ValidationContext:
