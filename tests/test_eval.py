@@ -171,17 +171,21 @@ class _Exploding:
         raise RuntimeError("boom")
 
 
-class _ExplodingPlugin:
+def _validator_plugin(name, factory, description):
+    """An in-process plugin object registering one validator."""
     from crystalforge import hookimpl
 
-    @staticmethod
-    @hookimpl
-    def register_validators(register):
-        register("exploding", _Exploding, description="always raises")
+    class _Plugin:
+        @staticmethod
+        @hookimpl
+        def register_validators(register):
+            register(name, factory, description=description)
+
+    return _Plugin()
 
 
 def test_a_crashing_check_is_recorded_not_fatal(tmp_path, perov_cifs, plugin_manager):
-    plugin_manager.register(_ExplodingPlugin(), name="exploding-plugin")
+    plugin_manager.register(_validator_plugin("exploding", _Exploding, "always raises"), name="exploding-plugin")
     write_cifs(tmp_path / "cifs", perov_cifs[:2])
     result = evaluate_source(tmp_path / "cifs", plugin_manager=plugin_manager, progress=False)
     for row in result.rows:
@@ -204,19 +208,11 @@ class _NumpyCheck:
         return CheckResult(name="numpy_volume", passed=volume > 1.0, score=volume / (volume + 1))
 
 
-class _NumpyPlugin:
-    from crystalforge import hookimpl
-
-    @staticmethod
-    @hookimpl
-    def register_validators(register):
-        register("numpy_volume", _NumpyCheck, description="passes with a numpy.bool_")
-
-
 def test_a_check_answering_numpy_scalars_is_counted(tmp_path, perov_cifs, plugin_manager):
     from crystalforge.evaluation.evaluate import summary_lines
 
-    plugin_manager.register(_NumpyPlugin(), name="numpy-plugin")
+    plugin_manager.register(_validator_plugin("numpy_volume", _NumpyCheck, "passes with a numpy.bool_"),
+                            name="numpy-plugin")
     write_cifs(tmp_path / "cifs", perov_cifs[:3])
     result = evaluate_source(tmp_path / "cifs", plugin_manager=plugin_manager, progress=False)
     for row in result.rows:
