@@ -23,7 +23,7 @@ from crystalforge.model.checkpoint import load_checkpoint, model_from_checkpoint
 from crystalforge.train.dataset import TokenSplit, open_dataset
 
 
-def windows(split: TokenSplit, block_size: int, count: int | None, seed: int) -> np.ndarray:
+def window_offsets(split: TokenSplit, block_size: int, count: int | None, seed: int) -> np.ndarray:
     """Offsets of the windows to score: all CIF starts (``count`` None) or a seeded draw."""
     offsets = split.starts if split.starts is not None else np.arange(0, len(split) - block_size - 1, block_size)
     if count is not None and count < len(offsets):
@@ -37,9 +37,7 @@ def mean_loss(model: torch.nn.Module, split: TokenSplit, offsets: np.ndarray, bl
     """Token-weighted mean cross-entropy over the windows at ``offsets``."""
     total, count = 0.0, 0
     for first in range(0, len(offsets), batch_size):
-        chunk = offsets[first:first + batch_size]
-        x = torch.from_numpy(np.stack([split.ids[o:o + block_size] for o in chunk]).astype(np.int64))
-        y = torch.from_numpy(np.stack([split.ids[o + 1:o + 1 + block_size] for o in chunk]).astype(np.int64))
+        x, y = split.windows(offsets[first:first + batch_size], block_size)
         _, loss = model(x, y)
         total += float(loss) * y.numel()
         count += y.numel()
@@ -58,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_grad_enabled(False)
     dataset = open_dataset(args.dataset, args.block_size, need_val=True)
-    plan = {"train": windows(dataset.train, args.block_size, args.train_windows, args.seed),
-            "val": windows(dataset.val, args.block_size, None, args.seed)}
+    plan = {"train": window_offsets(dataset.train, args.block_size, args.train_windows, args.seed),
+            "val": window_offsets(dataset.val, args.block_size, None, args.seed)}
     print(f"dataset {args.dataset}: {len(plan['train'])} train windows (seed {args.seed}), "
           f"{len(plan['val'])} val windows (all CIF starts), {args.block_size} tokens each")
     print(f"{'checkpoint':<50} {'iter':>6} {'train loss':>11} {'val loss':>9}")

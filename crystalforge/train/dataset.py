@@ -41,6 +41,10 @@ class TokenSplit:
             offsets = self.starts[picks]
         else:
             offsets = torch.randint(len(self.ids) - block_size, (batch_size,), generator=generator).numpy()
+        return self.windows(offsets, block_size)
+
+    def windows(self, offsets: np.ndarray, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(x, y)`` int64 tensors of the windows starting at ``offsets``."""
         x = np.stack([self.ids[o:o + block_size] for o in offsets]).astype(np.int64)
         y = np.stack([self.ids[o + 1:o + 1 + block_size] for o in offsets]).astype(np.int64)
         return torch.from_numpy(x), torch.from_numpy(y)
