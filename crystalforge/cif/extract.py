@@ -285,6 +285,6 @@ def normalize_space_group(space_group: str | int) -> str:
             continue
         if number in by_number:
             return by_number[number]
-    raise SpaceGroupError(
-        f"unknown space group {text[:40]!r}; give an H-M symbol such as Pm-3m or P2_1/c, or a number 1-230"
-    )
+    from .hints import unknown_space_group_message
+
+    raise SpaceGroupError(unknown_space_group_message(text))
