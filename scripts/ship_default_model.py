@@ -2,9 +2,9 @@
 """Copy a training checkpoint into the package as the embedded default model.
 
 The optimizer state is left out (it would triple the file and users never resume from
-the embedded model); weights, ``model_args``, ``iter_num``, ``best_val_loss`` and the
-training config are kept, written by ``save_checkpoint`` so the file carries the format
-version and vocabulary hash. The checkpoint is loaded back and its logits compared with
+the embedded model); weights, ``model_args``, ``iter_num``, ``best_val_loss``, the
+training config and the data card (when the checkpoint has one) are kept, written by
+``save_checkpoint`` so the file carries the format version and vocabulary hash. The checkpoint is loaded back and its logits compared with
 the source before the script reports success.
 
     python scripts/ship_default_model.py runs/default_model/ckpt.pt
@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     ckpt = load_checkpoint(args.checkpoint)
     model = model_from_checkpoint(ckpt).eval()
     written = save_checkpoint(args.to, model, optimizer=None, iter_num=ckpt.get("iter_num", 0),
-                              best_val_loss=ckpt.get("best_val_loss", float("inf")), config=ckpt.get("config"))
+                              best_val_loss=ckpt.get("best_val_loss", float("inf")), config=ckpt.get("config"),
+                              extra={k: ckpt[k] for k in ("data_card",) if ckpt.get(k) is not None})
     shipped = model_from_checkpoint(load_checkpoint(written)).eval()
     probe = torch.randint(0, model.config.vocab_size, (2, 64), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

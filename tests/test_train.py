@@ -246,3 +246,40 @@ def test_torchrun_two_process_gloo(dataset, tmp_path):
     assert ckpt["iter_num"] == 6
     model = load_model(tmp_path / "o")
     assert torch.isfinite(model(torch.zeros(1, 8, dtype=torch.long))[0]).all()
+
+
+# --- data card -----------------------------------------------------------------------
+
+
+def test_checkpoint_carries_the_data_card(dataset, tmp_path):
+    from crystalforge.model.datacard import DataCard, card_from_checkpoint, card_from_dataset, load_data_card
+
+    expected = card_from_dataset(dataset)
+    assert expected.known and expected.datasets == ["slice"] and expected.n_structures > 30
+    out = tmp_path / "run"
+    train(tiny_config(dataset, out, max_iters=4, eval_interval=2), progress=False)
+    ckpt = torch.load(out / "ckpt.pt", map_location="cpu", weights_only=True)
+    assert ckpt["data_card"]["format"] == "crystalforge-data-card/1"
+    assert card_from_checkpoint(ckpt) == expected == load_data_card(out)
+
+    # resuming on the same data keeps the card as it is
+    train(tiny_config(dataset, out, init_from="resume", max_iters=6, eval_interval=2), progress=False)
+    assert load_data_card(out) == expected
+
+    # fine-tuning a CrystaLLM-layout checkpoint (no card): what the base model saw is unknown
+    base = {key: value for key, value in ckpt.items() if key != "data_card"}
+    torch.save(base, tmp_path / "crystallm.pt")
+    assert load_data_card(tmp_path / "crystallm.pt") == DataCard.unknown()
+    train(tiny_config(dataset, tmp_path / "tuned", init_from=str(tmp_path / "crystallm.pt"), max_iters=2,
+                      eval_interval=2), progress=False)
+    assert load_data_card(tmp_path / "tuned") == DataCard.unknown()
+
+    # fine-tuning a carded checkpoint on other data: the card holds both
+    other = DataCard(datasets=["other"], n_structures=1, elements={"Xe": 1}, space_groups={"P1": 1},
+                     z_values={1: 1}, max_atoms=1, max_tokens=200)
+    torch.save({**base, "data_card": other.to_dict()}, tmp_path / "other.pt")
+    train(tiny_config(dataset, tmp_path / "both", init_from=str(tmp_path / "other.pt"), max_iters=2,
+                      eval_interval=2), progress=False)
+    both = load_data_card(tmp_path / "both")
+    assert both.datasets == ["other", "slice"] and both.n_structures == expected.n_structures + 1
+    assert "Xe" in both.elements and both.max_atoms == expected.max_atoms

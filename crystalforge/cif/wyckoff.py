@@ -234,14 +234,20 @@ def space_group_sites(spacegroup: str | int) -> SpaceGroupSites:
 # --- feasibility ------------------------------------------------------------------------
 
 
-def _counts(cell_counts: Mapping[str, float] | str) -> dict[str, int]:
-    """Return whole, positive atom counts per element of a mapping or formula string."""
-    if isinstance(cell_counts, str):
+def cell_counts(cell: Mapping[str, float] | str) -> dict[str, int]:
+    """Return whole, positive atom counts per element (in the given order) of a mapping or formula.
+
+    ``{"Na": 4, "Cl": 4}`` and ``"Na4Cl4"`` both give ``{"Na": 4, "Cl": 4}``; zero counts are dropped.
+
+    Raises:
+        CompositionError: a count that is not whole or is negative, an unreadable formula, no atoms.
+    """
+    if isinstance(cell, str):
         from .extract import parse_composition
 
-        items = parse_composition(cell_counts).items()
+        items = parse_composition(cell).items()
     else:
-        items = cell_counts.items()
+        items = cell.items()
     counts: dict[str, int] = {}
     for element, amount in items:
         name = str(getattr(element, "symbol", element))
@@ -287,17 +293,17 @@ def _fits(counts: Iterable[int], sites: SpaceGroupSites) -> bool:
     return True
 
 
-def feasible(cell_counts: Mapping[str, float] | str, spacegroup: str | int) -> bool:
-    """Return whether a conventional cell with ``cell_counts`` atoms can have space group ``spacegroup``.
+def feasible(cell: Mapping[str, float] | str, spacegroup: str | int) -> bool:
+    """Return whether a conventional cell with these atom counts can have space group ``spacegroup``.
 
-    ``cell_counts`` maps elements to atoms per conventional cell (``{"Na": 4, "Cl": 4}``) or
+    ``cell`` maps elements to atoms per conventional cell (``{"Na": 4, "Cl": 4}``) or
     is a formula string of the cell (``"Na4Cl4"``).
 
     Raises:
         SpaceGroupError: unknown space group.
         CompositionError: counts that are not whole, positive numbers.
     """
-    return _fits(_counts(cell_counts).values(), space_group_sites(spacegroup))
+    return _fits(cell_counts(cell).values(), space_group_sites(spacegroup))
 
 
 def feasible_z(reduced_counts: Mapping[str, float] | str, spacegroup: str | int,
@@ -312,7 +318,7 @@ def feasible_z(reduced_counts: Mapping[str, float] | str, spacegroup: str | int,
         SpaceGroupError: unknown space group.
         CompositionError: counts that are not whole, positive numbers.
     """
-    counts = list(_counts(reduced_counts).values())
+    counts = list(cell_counts(reduced_counts).values())
     sites = space_group_sites(spacegroup)
     zs = range(1, DEFAULT_MAX_Z + 1) if z_values is None else sorted({int(z) for z in z_values})
     found = []
@@ -324,7 +330,7 @@ def feasible_z(reduced_counts: Mapping[str, float] | str, spacegroup: str | int,
     return found
 
 
-def infeasibility_reason(cell_counts: Mapping[str, float] | str, spacegroup: str | int) -> str | None:
+def infeasibility_reason(cell: Mapping[str, float] | str, spacegroup: str | int) -> str | None:
     """Return one line saying why the cell cannot have this space group, or None when it can.
 
     For example ``Fm-3m cannot hold Na1Cl1 (Z=1): its smallest site multiplicity is 4; try Z=4``.
@@ -333,7 +339,7 @@ def infeasibility_reason(cell_counts: Mapping[str, float] | str, spacegroup: str
         SpaceGroupError: unknown space group.
         CompositionError: counts that are not whole, positive numbers.
     """
-    counts = _counts(cell_counts)
+    counts = cell_counts(cell)
     sites = space_group_sites(spacegroup)
     if _fits(counts.values(), sites):
         return None
@@ -364,6 +370,7 @@ def infeasibility_reason(cell_counts: Mapping[str, float] | str, spacegroup: str
 __all__ = [
     "DEFAULT_MAX_Z",
     "SpaceGroupSites",
+    "cell_counts",
     "compute_wyckoff_positions",
     "feasible",
     "feasible_z",

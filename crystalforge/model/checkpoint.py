@@ -184,12 +184,14 @@ def save_checkpoint(
     iter_num: int = 0,
     best_val_loss: float = float("inf"),
     config: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``model`` (and optionally its optimizer state) in CrystaLLM's layout, atomically.
 
     ``path`` is the file to write, or an existing folder (``ckpt.pt`` inside it). Compiled
     (``torch.compile``) and DDP-wrapped models are unwrapped. ``config`` must hold plain
     Python values (str, int, float, bool, None, lists, tuples, dicts; paths become strings).
+    ``extra`` adds top-level keys of plain values (e.g. ``data_card``) beside the standard ones.
 
     Returns:
         the path written.
@@ -218,6 +220,10 @@ def save_checkpoint(
         "format_version": FORMAT_VERSION,
         "vocab_hash": default_tokenizer().vocab_hash,
     }
+    for key, value in (extra or {}).items():
+        if key in ckpt:
+            raise CheckpointError(f"extra checkpoint key {key!r} would replace a standard key")
+        ckpt[key] = _plain(value, key)
     try:
         with atomic_writer(target) as handle:
             torch.save(ckpt, handle)

@@ -25,6 +25,7 @@ from typing import Callable
 import torch
 
 from ..errors import CheckpointError, ConfigError, DataError
+from ..model.datacard import CHECKPOINT_KEY, DataCard, card_from_checkpoint, card_from_dataset
 from .config import TrainConfig
 from .dataset import open_dataset
 from .runtime import Runtime, setup_runtime
@@ -111,6 +112,26 @@ def _build_model(config: TrainConfig, vocab_size: int):
     return model, ckpt
 
 
+def training_data_card(config: TrainConfig, ckpt: dict | None) -> DataCard:
+    """Return the data card of the model this run trains: its dataset's training split, plus what
+    the checkpoint it starts from saw (unknown when that checkpoint has no card, as CrystaLLM's).
+
+    Resuming a run on the data its checkpoint's card already describes keeps that card. A
+    dataset whose card cannot be computed gives an unknown card (logged), never a failed run.
+    """
+    try:
+        card = card_from_dataset(config.dataset)
+    except DataError as exc:
+        log.warning("no data card for %s: %s", config.dataset, exc)
+        return DataCard.unknown()
+    if ckpt is None:
+        return card
+    prior = card_from_checkpoint(ckpt)
+    if config.init_from == "resume" and (not prior.known or prior.to_dict() == card.to_dict()):
+        return card  # the same run continues on its own data
+    return prior.merged(card)
+
+
 def train(config: TrainConfig, *, progress: bool = True,
           on_eval: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
     """Train a GPT as ``config`` says and return a :class:`TrainResult`.
@@ -138,6 +159,7 @@ def _train(config: TrainConfig, runtime: Runtime, *, progress: bool,
     dataset = open_dataset(config.dataset, config.block_size, need_val=config.validate and config.eval_iters_val > 0)
     model, ckpt = _build_model(config, dataset.vocab_size)
     resuming = config.init_from == "resume"
+    card_extra = {CHECKPOINT_KEY: training_data_card(config, ckpt).to_dict()} if runtime.is_main else None
     iter_num = int(ckpt.get("iter_num", 0)) if resuming else 0
     best_val_loss = float(ckpt.get("best_val_loss", math.inf)) if resuming else math.inf
     start_iter = iter_num
@@ -235,7 +257,7 @@ def _train(config: TrainConfig, runtime: Runtime, *, progress: bool,
                     if (improved or config.always_save_checkpoint) and iter_num > start_iter:
                         checkpoint_path = save_checkpoint(out_dir / CHECKPOINT_NAME, raw_model, optimizer,
                                                           iter_num=iter_num, best_val_loss=best_val_loss,
-                                                          config=config.to_dict())
+                                                          config=config.to_dict(), extra=card_extra)
                     if on_eval is not None:
                         on_eval(iter_num, dict(losses))
             if config.eval_only or iter_num >= config.max_iters:
@@ -277,7 +299,7 @@ def _train(config: TrainConfig, runtime: Runtime, *, progress: bool,
     if runtime.is_main and checkpoint_path is None and iter_num > start_iter:
         # no loss was ever measured (eval_iters 0): still leave the trained model behind
         checkpoint_path = save_checkpoint(out_dir / CHECKPOINT_NAME, raw_model, optimizer, iter_num=iter_num,
-                                          best_val_loss=best_val_loss, config=config.to_dict())
+                                          best_val_loss=best_val_loss, config=config.to_dict(), extra=card_extra)
     rate = tokens_seen / train_seconds if train_seconds > 0 else 0.0
     return TrainResult(iter_num=iter_num, best_val_loss=best_val_loss, train_loss=losses["train"],
                        val_loss=losses["val"], checkpoint=checkpoint_path if runtime.is_main else None,
