@@ -167,3 +167,21 @@ def test_save_checkpoint_writes_the_card_as_an_extra_key(tmp_path):
     assert card_from_checkpoint(load_checkpoint(written)) == card == load_data_card(written)
     with pytest.raises(CheckpointError, match="standard key"):
         save_checkpoint(tmp_path / "bad.pt", model, extra={"model_args": {}})
+
+
+def test_z_candidates():
+    from crystalforge.model.datacard import z_candidates
+
+    card = embedded_data_card()  # largest training cell: 48 atoms
+    assert card.max_atoms == 48
+    assert z_candidates("NaCl", "Fm-3m") == [4, 8]
+    assert z_candidates("NaCl") == [1, 2, 3, 4, 6, 8]
+    assert z_candidates("CaTiO3", "Pm-3m", card) == [1, 3, 4, 6, 8]
+    assert z_candidates("LiFePO4", "Pnma", card) == [4]  # Z=8 would be 56 atoms
+    assert z_candidates("LiFePO4", card=card) == [1, 2, 3, 4, 6]
+    assert z_candidates("C", "Fd-3m", card) == [8]
+    assert z_candidates("NaCl", "Fm-3m", max_atoms=7) == []
+    assert z_candidates("Ca3Al2Si3O12", "Ia-3d") == [8]  # garnet
+    # none of 1, 2, 3, 4, 6, 8 fits: the smallest Z that do (16a + 16b, 24c + 24d)
+    assert z_candidates("NaCl", "Ia-3d") == [16, 24]
+    assert z_candidates("CaTiO3", "Pm-3m", DataCard.unknown()) == [1, 3, 4, 6, 8]

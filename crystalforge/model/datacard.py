@@ -330,7 +330,43 @@ def reach_warnings(card: DataCard, formula: Mapping[str, float] | str,
     return lines
 
 
+#: the numbers of formula units CrystaLLM's web service tries when none is given
+DEFAULT_Z_SCAN = (1, 2, 3, 4, 6, 8)
+
+
+def z_candidates(reduced_counts: Mapping[str, float] | str, spacegroup: str | int | None = None,
+                 card: DataCard | None = None, z_values: tuple[int, ...] = DEFAULT_Z_SCAN,
+                 max_atoms: int | None = None) -> list[int]:
+    """Return the Z values to spread candidates over when the user gives none, ascending.
+
+    Those of ``z_values`` whose cell (``reduced_counts`` times Z) fits ``spacegroup`` (see
+    :func:`crystalforge.cif.wyckoff.feasible_z`; any Z fits without a space group) and has at
+    most ``max_atoms`` atoms, by default the largest cell of a known ``card``. When none of
+    ``z_values`` fits, the three smallest Z up to :data:`~crystalforge.cif.wyckoff.DEFAULT_MAX_Z`
+    that do. Empty when no Z fits at all (:func:`~crystalforge.cif.wyckoff.infeasibility_reason`
+    says why).
+
+    Raises:
+        CompositionError: the formula cannot be read.
+        SpaceGroupError: unknown space group.
+    """
+    from ..cif.wyckoff import DEFAULT_MAX_Z, cell_counts, feasible_z
+
+    counts = cell_counts(reduced_counts)
+    if max_atoms is None and card is not None and card.known and card.max_atoms:
+        max_atoms = card.max_atoms
+    atoms = sum(counts.values())
+
+    def fitting(zs) -> list[int]:
+        if spacegroup in (None, ""):
+            return [z for z in sorted(set(zs)) if z >= 1 and (max_atoms is None or z * atoms <= max_atoms)]
+        return feasible_z(counts, spacegroup, zs, max_atoms=max_atoms)
+
+    return fitting(z_values) or fitting(range(1, DEFAULT_MAX_Z + 1))[:3]
+
+
 __all__ = [
+    "DEFAULT_Z_SCAN",
     "CARD_FORMAT",
     "CHECKPOINT_KEY",
     "DataCard",
@@ -342,4 +378,5 @@ __all__ = [
     "estimate_cif_tokens",
     "load_data_card",
     "reach_warnings",
+    "z_candidates",
 ]
