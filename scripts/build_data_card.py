@@ -24,7 +24,8 @@ from crystalforge.model.datacard import EMBEDDED_CARD, card_from_dataset
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", type=Path, help="tokenized dataset folder (train.bin, starts.pkl, meta.pkl)")
-    parser.add_argument("--to", type=Path, default=EMBEDDED_CARD, help="where to write (default: the embedded model's card)")
+    parser.add_argument("--to", type=Path, default=EMBEDDED_CARD,
+                        help="where to write (default: the embedded model's card)")
     args = parser.parse_args(argv)
     card = card_from_dataset(args.dataset)
     atomic_write_text(args.to, json.dumps(card.to_dict(), indent=1) + "\n")

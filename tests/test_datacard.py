@@ -133,11 +133,13 @@ def test_reach_warnings_of_the_default_model():
         f"the model never saw Cl in training ({data}; {len(card.elements)} elements)",
         f"the model never saw space group Fm-3m in training ({data}; {len(card.space_groups)} space groups)",
     ]
-    assert reach_warnings(card, "LiFePO4") == [f"the model never saw P in training ({data}; {len(card.elements)} elements)"]
+    assert reach_warnings(card, "LiFePO4") == [
+        f"the model never saw P in training ({data}; {len(card.elements)} elements)"]
     assert reach_warnings(card, "CaTiO3", "Pm-3m") == []
     assert reach_warnings(card, {"Ca": 1, "Ti": 1, "O": 3}, 221) == []
     assert reach_warnings(card, "C8", "Fd-3m") == []
-    assert reach_warnings(card, "C60") == [f"the model never saw a cell of 60 atoms in training (its largest: {card.max_atoms})"]
+    assert reach_warnings(card, "C60") == [
+        f"the model never saw a cell of 60 atoms in training (its largest: {card.max_atoms})"]
     assert reach_warnings(DataCard.unknown(), "Na4Cl4", "Fm-3m") == []
     with pytest.raises(SpaceGroupError, match="did you mean 'Fm-3m'"):
         reach_warnings(card, "NaCl", "Fm3m")
@@ -185,3 +187,11 @@ def test_z_candidates():
     # none of 1, 2, 3, 4, 6, 8 fits: the smallest Z that do (16a + 16b, 24c + 24d)
     assert z_candidates("NaCl", "Ia-3d") == [16, 24]
     assert z_candidates("CaTiO3", "Pm-3m", DataCard.unknown()) == [1, 3, 4, 6, 8]
+
+
+def test_card_without_starts_file_finds_the_data_tokens(dataset, tmp_path):
+    import shutil
+
+    for name in ("train.bin", "meta.pkl"):
+        shutil.copy(dataset / name, tmp_path / name)
+    assert card_from_dataset(tmp_path, datasets=card_from_dataset(dataset).datasets) == card_from_dataset(dataset)

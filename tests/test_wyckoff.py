@@ -60,7 +60,7 @@ def test_table_has_all_230_groups_and_1731_positions():
     assert sum(len(entry["positions"]) for entry in groups.values()) == 1731
 
 
-@pytest.mark.parametrize("number", [1, 2, 15, 70, 142, 167, 186, 205, 216, 228])
+@pytest.mark.parametrize("number", [1, 2, 15, 70, 142, 167, 186, 205, 216, 230])
 def test_general_position_is_the_group_order(number):
     """The largest multiplicity is the number of operations pymatgen lists for the conventional cell."""
     from pymatgen.symmetry.groups import SpaceGroup
@@ -152,7 +152,8 @@ def test_infeasibility_reason():
     assert infeasibility_reason({"Na": 4, "Cl": 4}, "Fm-3m") is None
     assert infeasibility_reason("CaTiO3", "Pm-3m") is None
     reason = infeasibility_reason("Ca1Ti1O3", "P6_3/mmc")
-    assert reason.startswith("P6_3/mmc cannot hold Ca1Ti1O3 (Z=1): its smallest site multiplicity is 2, but the cell has 1 Ca")
+    assert reason.startswith(
+        "P6_3/mmc cannot hold Ca1Ti1O3 (Z=1): its smallest site multiplicity is 2, but the cell has 1 Ca")
     reason = infeasibility_reason({"Ca": 2, "Ti": 2, "O": 6}, "Pm-3m")
     assert reason.startswith("Pm-3m cannot hold Ca2Ti2O6 (Z=2): the counts are not sums of its site multiplicities")
     assert reason.endswith("try Z=1, 3 or 4")

@@ -206,7 +206,8 @@ def _table() -> dict[int, SpaceGroupSites]:
     except (OSError, ValueError) as exc:  # pragma: no cover - the asset ships with the package
         raise SpaceGroupError(f"cannot read the Wyckoff table {WYCKOFF_ASSET}: {exc}") from None
     return {
-        int(number): SpaceGroupSites(int(number), entry["symbol"], tuple((int(m), int(d)) for m, d in entry["positions"]))
+        int(number): SpaceGroupSites(int(number), entry["symbol"],
+                                     tuple((int(m), int(d)) for m, d in entry["positions"]))
         for number, entry in raw["groups"].items()
     }
 

@@ -38,6 +38,9 @@ _TOKENS_FIXED = 131
 _TOKENS_PER_ELEMENT = 29
 _TOKENS_PER_SITE = 32
 
+#: train.bin is scanned in chunks of this many tokens
+_CHUNK = 1 << 24
+
 _SPLIT_NAMES = {"train", "val", "valid", "validation", "test", "all", "data", "cifs"}
 _SUFFIXES = (".tar.gz", ".pkl.gz", ".csv", ".tgz", ".tar", ".pkl", ".gz")
 
@@ -217,15 +220,20 @@ def card_from_dataset(dataset_dir: str | os.PathLike, datasets: list[str] | None
     if len(ids) and int(ids.max()) >= len(itos):
         raise DataError(f"{bin_path}: token id {int(ids.max())} is outside meta.pkl's vocabulary")
     starts_path = folder / "starts.pkl"
-    starts = load_starts(starts_path) if starts_path.is_file() else np.flatnonzero(itos[ids] == "data_")
-    ends = np.append(starts[1:], len(ids)).astype(np.int64)
-    z_id = next((i for i, token in enumerate(itos) if token == "_cell_formula_units_Z"), None)
-    z_positions = np.flatnonzero(ids == z_id) if z_id is not None else np.zeros(0, np.int64)
-    heads = []
-    for start, end in zip(starts.tolist(), ends.tolist()):
-        k = int(np.searchsorted(z_positions, start))
-        stop = min(int(z_positions[k]) + 16, end) if k < len(z_positions) and z_positions[k] < end else end
-        heads.append(("".join(itos[ids[start:stop]]), end - start))
+    if starts_path.is_file():
+        starts = load_starts(starts_path)
+    else:  # CIFs begin at their data_ token
+        data_id = next((i for i, token in enumerate(itos) if token == "data_"), -1)
+        starts = np.flatnonzero(np.asarray(ids) == data_id)
+    ends = np.append(starts[1:], len(ids)).astype(np.int64)[: len(starts)]
+    # decode each CIF only up to a little past its _cell_formula_units_Z line
+    z_id = next((i for i, token in enumerate(itos) if token == "_cell_formula_units_Z"), -1)
+    z_positions = np.concatenate([np.flatnonzero(ids[i:i + _CHUNK] == z_id) + i for i in range(0, len(ids), _CHUNK)]
+                                 + [np.array([np.iinfo(np.int64).max], dtype=np.int64)])
+    z_after = z_positions[np.searchsorted(z_positions, starts)]
+    stops = np.where(z_after < ends, np.minimum(z_after + 16, ends), ends)
+    heads = [("".join(itos[ids[start:stop]]), end - start)
+             for start, stop, end in zip(starts.tolist(), stops.tolist(), ends.tolist())]
     return card_from_texts(heads, datasets if datasets is not None else _recorded_datasets(folder))
 
 

@@ -159,6 +159,7 @@ def _train(config: TrainConfig, runtime: Runtime, *, progress: bool,
     dataset = open_dataset(config.dataset, config.block_size, need_val=config.validate and config.eval_iters_val > 0)
     model, ckpt = _build_model(config, dataset.vocab_size)
     resuming = config.init_from == "resume"
+    # only rank 0 writes checkpoints, so only it reads the dataset for the card
     card_extra = {CHECKPOINT_KEY: training_data_card(config, ckpt).to_dict()} if runtime.is_main else None
     iter_num = int(ckpt.get("iter_num", 0)) if resuming else 0
     best_val_loss = float(ckpt.get("best_val_loss", math.inf)) if resuming else math.inf
