@@ -57,6 +57,8 @@ def test_suggest_formula_case_refuses_to_guess():
     assert formula_case_candidates("sio2") == ["SiO2", "SIO2"]
     assert suggest_formula_case("xyz") is None and formula_case_candidates("xyz") == []
     assert suggest_formula_case("CaTiO3") is None  # already right: nothing to suggest
+    assert suggest_formula_case("") is None
+    assert len(formula_case_candidates("co" * 100)) <= 64  # many readings: capped, still quick
     # At and Po are not in the tokenizer's vocabulary, so "catio3" is not C-At-I-O3
     assert formula_case_candidates("catio3") == ["CaTiO3"]
 

@@ -89,6 +89,9 @@ def test_space_group_by_symbol_number_and_setting():
 def test_known_feasible_and_infeasible_cells():
     assert not feasible({"Na": 1, "Cl": 1}, "Fm-3m")
     assert feasible({"Na": 4, "Cl": 4}, "Fm-3m")  # rock salt: 4a + 4b
+    from pymatgen.core import Composition
+
+    assert feasible(Composition("Na4Cl4"), "Fm-3m") and not feasible(Composition("NaCl"), "Fm-3m")
     assert feasible({"Ca": 4, "F": 8}, "Fm-3m")  # fluorite: 4a + 8c
     assert feasible("CaTiO3", "Pm-3m")  # 1a + 1b + 3c
     assert not feasible("Ca2Ti2O6", "Pm-3m")  # Pm-3m has two 1-fold positions, not four
