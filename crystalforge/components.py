@@ -1,0 +1,214 @@
+"""Build the components of a run from the registries: one function per plugin kind.
+
+Every stage of generation gets its component here, so a third-party plugin of any kind
+is used, not just listed::
+
+    tokenizer = create_tokenizer(pm, "crystallm")
+    model = create_model(pm, "bar-model")            # a registered name, a checkpoint, or None
+    strategy = create_search(pm, "top-k", top_k=10)
+    scorer = create_scorer(pm, "random", seed=1)      # adapted: score_many and close always exist
+    checks = create_validators(pm, {"bond_length.tolerance": 0.3})
+
+Each returns an object checked against its kind's contract (:mod:`crystalforge.contracts`)
+and raises a one-line :class:`~crystalforge.errors.CrystalforgeError` for a bad name or
+option, before any generation work. ``plugin_manager=None`` means a fresh
+:func:`~crystalforge.plugins.make_plugin_manager`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .contracts import adapt_scorer, check_contract
+from .errors import CheckpointError, OptionError, UnknownComponentError
+
+logger = logging.getLogger(__name__)
+
+#: the model loader used for checkpoint paths and for ``None`` (the embedded default)
+DEFAULT_MODEL = "gpt"
+DEFAULT_TOKENIZER = "crystallm"
+
+
+def _manager(plugin_manager: Any) -> Any:
+    if plugin_manager is not None:
+        return plugin_manager
+    from .plugins import make_plugin_manager
+
+    return make_plugin_manager()
+
+
+def resolve_device(device: Any) -> str:
+    """Return ``device`` with ``auto`` (or None, or "") resolved: cuda when available, else cpu."""
+    if device in (None, "", "auto"):
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
+
+
+def create_tokenizer(plugin_manager: Any = None, name: str = DEFAULT_TOKENIZER, **options: Any) -> Any:
+    """Return the tokenizer registered as ``name``, built with ``options``.
+
+    Raises:
+        UnknownComponentError: no tokenizer of that name. OptionError: a bad option.
+        PluginError: the tokenizer does not meet :class:`~crystalforge.contracts.Tokenizer`.
+    """
+    return _manager(plugin_manager).registry("tokenizer").create(name or DEFAULT_TOKENIZER, **options)
+
+
+def create_model(
+    plugin_manager: Any = None,
+    name_or_path: Any = None,
+    device: Any = "auto",
+    dtype: str | None = None,
+    **options: Any,
+) -> Any:
+    """Return a ready language model, in eval mode.
+
+    ``name_or_path`` is, in this order: a registered model name (``crystalforge list
+    model``); a checkpoint file or a folder holding ``ckpt.pt``, read by the built-in
+    ``gpt`` loader (CrystaLLM checkpoints included); ``None`` for the embedded default
+    model; or an already built model object, which is only checked. ``device``
+    (``auto``: cuda when available) and ``dtype`` are passed to loaders that declare
+    those options; ``options`` are the loader's own (``--model-opt KEY=VALUE``).
+
+    Raises:
+        UnknownComponentError: neither a registered model nor an existing checkpoint path.
+        OptionError: a bad option, device or dtype.
+        CheckpointError: the checkpoint cannot be loaded.
+        PluginError: the model does not meet :class:`~crystalforge.contracts.LanguageModel`.
+    """
+    if name_or_path is not None and not isinstance(name_or_path, (str, os.PathLike)):
+        check_contract("model", name_or_path, type(name_or_path).__name__, "(given object)")
+        return name_or_path
+    registry = _manager(plugin_manager).registry("model")
+    name = DEFAULT_MODEL
+    text = "" if name_or_path is None else os.fspath(name_or_path)
+    if text and isinstance(name_or_path, str) and text in registry:
+        name = text
+    elif text:
+        if not Path(text).expanduser().exists():
+            known = ", ".join(registry.names()) or "(none)"
+            raise UnknownComponentError(
+                f"Unknown model '{text}': not a registered model (available: {known}) "
+                "nor an existing checkpoint file or folder"
+            )
+        if "path" in options:
+            raise OptionError(f"model '{text}' is a checkpoint path: do not also pass a 'path' option")
+        options = {**options, "path": str(Path(text).expanduser())}
+    component = registry.get(name)
+    declared = {option.name for option in component.options}
+    for key, value in (("device", resolve_device(device)), ("dtype", dtype)):
+        if key in options:
+            continue
+        if key in declared:
+            options[key] = value
+        elif value is not None and not (key == "device" and device in (None, "", "auto")):
+            logger.info("model '%s' takes no %s option; %s=%s ignored", name, key, key, value)
+    return component.create(**options)
+
+
+def check_model_fits_tokenizer(model: Any, tokenizer: Any) -> None:
+    """Raise when the tokenizer's ids do not fit the model's vocabulary.
+
+    Raises:
+        CheckpointError: ``tokenizer.vocab_size`` exceeds ``model.config.vocab_size``.
+    """
+    model_vocab = int(model.config.vocab_size)
+    if tokenizer.vocab_size > model_vocab:
+        raise CheckpointError(
+            f"the tokenizer has {tokenizer.vocab_size} tokens but the model knows only {model_vocab}: "
+            "use the tokenizer the model was trained with (--tokenizer)"
+        )
+
+
+def create_search(plugin_manager: Any = None, name: str = "top-k", **options: Any) -> Any:
+    """Return the search strategy registered as ``name``, built with ``options``.
+
+    Raises:
+        UnknownComponentError: no such strategy. OptionError: a bad option.
+        PluginError: the strategy does not meet :class:`~crystalforge.contracts.SearchStrategy`.
+    """
+    return _manager(plugin_manager).registry("search").create(name, **options)
+
+
+def create_scorer(plugin_manager: Any = None, scorer: Any = None, **options: Any) -> Any:
+    """Return an adapted scorer, or None.
+
+    ``scorer`` is a registered name (built with ``options``), a scorer object (checked and
+    adapted; ``options`` must be empty) or None/"" (no scoring). The result always has
+    ``score``, ``score_many``, ``close``, ``lower_is_better`` and ``unit``.
+
+    Raises:
+        UnknownComponentError: no such scorer. OptionError: a bad option.
+        PluginError: the scorer does not meet :class:`~crystalforge.contracts.Scorer`.
+    """
+    if scorer is None or scorer == "":
+        if options:
+            raise OptionError(f"scorer options {sorted(options)} given without a scorer")
+        return None
+    if isinstance(scorer, str):
+        return _manager(plugin_manager).registry("scorer").create(scorer, **options)
+    if options:
+        raise OptionError("scorer options apply to a scorer name, not to a scorer object")
+    check_contract("scorer", scorer, type(scorer).__name__, "(given object)")
+    return adapt_scorer(scorer)
+
+
+def validator_options(
+    registry: Any, options: Mapping[str, Any] | None
+) -> dict[str, dict[str, Any]]:
+    """Return validator options grouped by check, checked and converted.
+
+    ``options`` maps ``"CHECK.KEY"`` to a value (``--validator-opt CHECK.KEY=VALUE``) or
+    ``"CHECK"`` to a mapping of its options.
+
+    Raises:
+        OptionError: a key without ``CHECK.`` or an unknown option of a check.
+        UnknownComponentError: an unknown check name.
+    """
+    grouped: dict[str, dict[str, Any]] = {}
+    for key, value in dict(options or {}).items():
+        if isinstance(value, Mapping):
+            check, values = str(key), dict(value)
+        else:
+            check, dot, option = str(key).partition(".")
+            if not dot or not check or not option:
+                raise OptionError(f"validator option '{key}' must be CHECK.KEY (e.g. bond_length.tolerance)")
+            values = {option: value}
+        grouped.setdefault(check, {}).update(values)
+    return {check: registry.get(check).convert_options(values) for check, values in grouped.items()}
+
+
+def create_validators(
+    plugin_manager: Any = None,
+    options: Mapping[str, Any] | None = None,
+    require: Sequence[str] = (),
+) -> list[tuple[str, Any, bool]]:
+    """Return ``(name, validator or its build error, required)`` for every registered validator.
+
+    ``options`` sets validator options (see :func:`validator_options`); ``require`` names
+    checks that must pass for ``is_valid`` beyond those registered as required. A
+    validator that cannot be built becomes its build error, so that one broken plugin
+    fails its own check only (:func:`crystalforge.validation.report.run_checks`).
+
+    Raises:
+        UnknownComponentError: a name in ``require`` or ``options`` is not a validator.
+        OptionError: an unknown option or a value of the wrong type.
+    """
+    registry = _manager(plugin_manager).registry("validator")
+    for name in require:
+        registry.get(name)  # unknown names raise, listing the known ones
+    settings = validator_options(registry, options)
+    built: list[tuple[str, Any, bool]] = []
+    for component in registry:
+        required = bool(component.metadata.get("required", False)) or component.name in require
+        try:
+            instance: Any = component.create(**settings.get(component.name, {}))
+        except Exception as exc:  # noqa: BLE001 - a broken plugin fails its own check only
+            instance = exc
+        built.append((component.name, instance, required))
+    return built
