@@ -9,11 +9,11 @@ through ``importlib.metadata`` like any installed plugin, with no mocking.
 The package registers one component of every kind, each written only to the documented
 contract (:mod:`crystalforge.contracts`) and counting its calls in ``bar_plugin.CALLS``:
 
-- model ``bar-model``: a tiny randomly initialised GPT (option ``width``) whose
-  ``forward_cached`` counts;
+- model ``bar-model``: a GPT whose ``forward_cached`` counts, tiny and random (option
+  ``width``) or with the embedded default model's weights (``source=default``);
 - tokenizer ``bar-tokenizer``: the CrystaLLM vocabulary behind a plain class of its own;
-- search ``bar-search``: greedy-or-sampled decoding through the model's KV-cache API
-  only (option ``max_new_tokens``), with an ``artifacts()`` table;
+- search ``bar-search``: sampled or greedy decoding through the model's KV-cache API
+  only (options ``max_new_tokens``, ``greedy``), with an ``artifacts()`` table;
 - scorer ``bar-scorer``: ``score`` and ``lower_is_better`` only (no ``score_many``,
   no ``close``), option ``offset``;
 - validator ``bar-check``: passes when the CIF has at most ``max_length`` characters.
@@ -56,10 +56,11 @@ BAR_PLUGIN_SOURCE = textwrap.dedent('''
 
 
     # -- model -------------------------------------------------------------------------
-    def load_bar_model(width=16, device="cpu", dtype=None):
-        """Tiny randomly initialised GPT over the CrystaLLM vocabulary."""
+    def load_bar_model(width=16, source="tiny", device="cpu", dtype=None):
+        """A GPT whose forward_cached counts: tiny and random, or the embedded default's weights."""
         import torch
 
+        from crystalforge.model.checkpoint import load_model
         from crystalforge.model.gpt import GPT, GPTConfig
 
         class BarModel(GPT):
@@ -68,7 +69,12 @@ BAR_PLUGIN_SOURCE = textwrap.dedent('''
                 return super().forward_cached(idx, cache, pad_mask)
 
         torch.manual_seed(0)
-        model = BarModel(GPTConfig(block_size=256, vocab_size=371, n_layer=1, n_head=2, n_embd=int(width)))
+        if source == "default":
+            base = load_model(None)
+            model = BarModel(base.config)
+            model.load_state_dict(base.state_dict())
+        else:
+            model = BarModel(GPTConfig(block_size=256, vocab_size=371, n_layer=1, n_head=2, n_embd=int(width)))
         return model.to(device=device, dtype=getattr(torch, dtype) if dtype else torch.float32).eval()
 
 
@@ -108,6 +114,7 @@ BAR_PLUGIN_SOURCE = textwrap.dedent('''
         """Sample token by token through the model's KV-cache API."""
 
         max_new_tokens: int = dataclasses.field(default=24, metadata={"help": "tokens per sample"})
+        greedy: bool = dataclasses.field(default=False, metadata={"help": "take the most likely token"})
         log: list = dataclasses.field(default_factory=list, metadata={"option": False})
 
         def generate(self, model, tokenizer, prompts, n, *, generator, device="cpu", batch_size=32,
@@ -125,7 +132,10 @@ BAR_PLUGIN_SOURCE = textwrap.dedent('''
                     new, previous, finished = [], ids[-1], False
                     for _ in range(self.max_new_tokens):
                         probs = torch.softmax(logits.float().cpu(), dim=-1)
-                        token = int(torch.multinomial(probs, 1, generator=generator))
+                        if self.greedy:
+                            token = int(torch.argmax(probs, dim=-1))
+                        else:
+                            token = int(torch.multinomial(probs, 1, generator=generator))
                         new.append(token)
                         if token == previous == tokenizer.newline_id:
                             finished = True
@@ -174,7 +184,9 @@ BAR_PLUGIN_SOURCE = textwrap.dedent('''
     @cf.hookimpl
     def register_models(register):
         register("bar-model", load_bar_model, options=[
-            cf.Option("width", int, 16, "embedding width"),
+            cf.Option("width", int, 16, "embedding width of the tiny model"),
+            cf.Option("source", str, "tiny", "tiny (random weights) or default (the embedded model's)",
+                      choices=("tiny", "default")),
             cf.Option("device", str, "cpu", "torch device"),
             cf.Option("dtype", str, None, "float32 or bfloat16"),
         ])
