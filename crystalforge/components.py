@@ -13,17 +13,22 @@ Each returns an object checked against its kind's contract (:mod:`crystalforge.c
 and raises a one-line :class:`~crystalforge.errors.CrystalforgeError` for a bad name or
 option, before any generation work. ``plugin_manager=None`` means a fresh
 :func:`~crystalforge.plugins.make_plugin_manager`.
+
+The kernel's defaults for the contracts' optional members live here too:
+:func:`adapt_scorer` (``unit``, ``score_many``, ``close``), :func:`search_artifacts` and
+:func:`accepts_indices` (a strategy's ``artifacts()`` and ``indices=``).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
-from .contracts import adapt_scorer, check_contract
-from .errors import CheckpointError, OptionError, UnknownComponentError
+from .contracts import OPTIONAL, Table, check_contract
+from .errors import CheckpointError, OptionError, PluginError, UnknownComponentError
 
 logger = logging.getLogger(__name__)
 
@@ -212,3 +217,95 @@ def create_validators(
             instance = exc
         built.append((component.name, instance, required))
     return built
+
+
+# -- kernel defaults for optional members --------------------------------------------------
+class _ScorerAdapter:
+    """A scorer with the contract's optional members filled in; everything else is forwarded."""
+
+    def __init__(self, scorer: Any) -> None:
+        self.wrapped = scorer
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "wrapped":  # not set yet (copy, unpickling): do not recurse
+            raise AttributeError(name)
+        return getattr(self.wrapped, name)
+
+    @property
+    def lower_is_better(self) -> bool:
+        return bool(self.wrapped.lower_is_better)
+
+    @property
+    def unit(self) -> str:
+        return str(getattr(self.wrapped, "unit", "") or "")
+
+    def score(self, cif: str) -> float:
+        return self.wrapped.score(cif)
+
+    def score_many(self, cifs: Iterable[str]) -> list[float]:
+        own = getattr(self.wrapped, "score_many", None)
+        if callable(own):
+            return list(own(cifs))
+        return [self.wrapped.score(cif) for cif in cifs]
+
+    def close(self) -> None:
+        own = getattr(self.wrapped, "close", None)
+        if callable(own):
+            own()
+
+    def __enter__(self) -> "_ScorerAdapter":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"adapted({self.wrapped!r})"
+
+
+def adapt_scorer(scorer: Any) -> Any:
+    """Return ``scorer`` with ``unit``, ``score_many`` and ``close`` guaranteed.
+
+    A scorer that has all three (any subclass of :class:`Scorer` or of
+    :class:`crystalforge.scoring.base.Scorer`) is returned unchanged; otherwise a thin
+    adapter supplies the missing ones and forwards everything else. ``None`` stays None.
+    """
+    if scorer is None:
+        return None
+    if all(hasattr(scorer, member) for member in OPTIONAL["scorer"]):
+        return scorer
+    return _ScorerAdapter(scorer)
+
+
+def adapt(kind: str, component: Any) -> Any:
+    """Return ``component`` with the kernel's defaults for the optional members of ``kind``.
+
+    Only scorers are wrapped (:func:`adapt_scorer`); the optional members of search
+    strategies are read through :func:`search_artifacts` and :func:`accepts_indices`.
+    """
+    return adapt_scorer(component) if kind == "scorer" else component
+
+
+def search_artifacts(strategy: Any) -> dict[str, Table]:
+    """Return the strategy's extra tables by name (``{}`` when it has no ``artifacts``).
+
+    Raises:
+        PluginError: ``artifacts()`` returned something other than a mapping of tables.
+    """
+    method = getattr(strategy, "artifacts", None)
+    if not callable(method):
+        return {}
+    tables = method()
+    if not isinstance(tables, Mapping) or not all(isinstance(k, str) for k in tables):
+        raise PluginError(f"{type(strategy).__name__}.artifacts() must return a mapping of name -> rows, "
+                          f"got {type(tables).__name__}")
+    return {name: list(rows) for name, rows in tables.items() if rows}
+
+
+def accepts_indices(strategy: Any) -> bool:
+    """Return whether the strategy's ``generate`` takes ``indices`` (per-sample seeding)."""
+    try:
+        return "indices" in inspect.signature(strategy.generate).parameters
+    except (TypeError, ValueError):
+        return False
+

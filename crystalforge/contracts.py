@@ -9,8 +9,9 @@ A plugin imports what it implements from the top level::
         def score(self, cif: str) -> float: ...
 
 Each Protocol lists the members crystalforge calls. Members marked *optional* get a
-default from the kernel: the registry hands out components through :func:`adapt`, so
-callers never test for them (a scorer without ``score_many`` still has one). A
+default from the kernel: the registry hands out components through
+:func:`crystalforge.components.adapt`, so callers never test for them (a scorer without
+``score_many`` still has one). A
 component is checked against its contract when the registry creates it; a missing
 member is one line naming the component, its plugin and the member
 (:func:`check_contract`).
@@ -33,8 +34,7 @@ from .validation.report import CheckResult, ValidationContext, ValidityReport
 __all__ = [
     "Tokenizer", "KVCache", "ModelConfig", "LanguageModel", "SearchStrategy", "Scorer", "Validator",
     "Sample", "CheckResult", "ValidationContext", "ValidityReport", "Table",
-    "CONTRACTS", "OPTIONAL", "required_members", "missing_member", "check_contract", "adapt",
-    "adapt_scorer", "search_artifacts", "accepts_indices",
+    "CONTRACTS", "OPTIONAL", "required_members", "missing_member", "check_contract",
 ]
 
 #: A table a strategy hands back (``artifacts()``): rows of column -> value, written as CSV.
@@ -147,10 +147,10 @@ class SearchStrategy(Protocol):
     - ``generate(..., indices=...)``: one list of sample indices per prompt, replacing
       ``range(n)``. A strategy that accepts it is asked for exactly the samples a run
       still needs (resumable runs, ``torchrun`` shards) and must make a sample depend
-      only on (seed, prompt, index). See :func:`accepts_indices`.
+      only on (seed, prompt, index). See :func:`crystalforge.components.accepts_indices`.
     - ``artifacts() -> Mapping[str, Table]``: extra tables the strategy produced (MCTS:
       ``"results"``, every scored rollout); a run folder writes each as
-      ``<name>.csv``. Default: none (:func:`search_artifacts`).
+      ``<name>.csv``. Default: none (:func:`crystalforge.components.search_artifacts`).
     """
 
     def generate(
@@ -224,7 +224,7 @@ CONTRACTS: dict[str, type] = {
     "validator": Validator,
 }
 
-#: Members a component may leave out: the kernel supplies them (see :func:`adapt`).
+#: Members a component may leave out: the kernel supplies them (:func:`crystalforge.components.adapt`).
 OPTIONAL: dict[str, frozenset[str]] = {
     "tokenizer": frozenset(),
     "model": frozenset(),
@@ -288,93 +288,3 @@ def check_contract(kind: str, obj: Any, name: str = "?", plugin: str = "?") -> N
     member = missing_member(kind, obj)
     if member is not None:
         raise PluginError(f"{kind} '{name}' from plugin '{plugin}' lacks required member '{member}'")
-
-
-# -- kernel defaults for optional members --------------------------------------------------
-class _ScorerAdapter:
-    """A scorer with the contract's optional members filled in; everything else is forwarded."""
-
-    def __init__(self, scorer: Any) -> None:
-        self.wrapped = scorer
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.wrapped, name)
-
-    @property
-    def lower_is_better(self) -> bool:
-        return bool(self.wrapped.lower_is_better)
-
-    @property
-    def unit(self) -> str:
-        return str(getattr(self.wrapped, "unit", "") or "")
-
-    def score(self, cif: str) -> float:
-        return self.wrapped.score(cif)
-
-    def score_many(self, cifs: Iterable[str]) -> list[float]:
-        own = getattr(self.wrapped, "score_many", None)
-        if callable(own):
-            return list(own(cifs))
-        return [self.wrapped.score(cif) for cif in cifs]
-
-    def close(self) -> None:
-        own = getattr(self.wrapped, "close", None)
-        if callable(own):
-            own()
-
-    def __enter__(self) -> "_ScorerAdapter":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"adapted({self.wrapped!r})"
-
-
-def adapt_scorer(scorer: Any) -> Any:
-    """Return ``scorer`` with ``unit``, ``score_many`` and ``close`` guaranteed.
-
-    A scorer that has all three (any subclass of :class:`Scorer` or of
-    :class:`crystalforge.scoring.base.Scorer`) is returned unchanged; otherwise a thin
-    adapter supplies the missing ones and forwards everything else. ``None`` stays None.
-    """
-    if scorer is None:
-        return None
-    if all(hasattr(scorer, member) for member in OPTIONAL["scorer"]):
-        return scorer
-    return _ScorerAdapter(scorer)
-
-
-def adapt(kind: str, component: Any) -> Any:
-    """Return ``component`` with the kernel's defaults for the optional members of ``kind``.
-
-    Only scorers are wrapped (:func:`adapt_scorer`); the optional members of search
-    strategies are read through :func:`search_artifacts` and :func:`accepts_indices`.
-    """
-    return adapt_scorer(component) if kind == "scorer" else component
-
-
-def search_artifacts(strategy: Any) -> dict[str, Table]:
-    """Return the strategy's extra tables by name (``{}`` when it has no ``artifacts``).
-
-    Raises:
-        PluginError: ``artifacts()`` returned something other than a mapping of tables.
-    """
-    method = getattr(strategy, "artifacts", None)
-    if not callable(method):
-        return {}
-    tables = method()
-    if not isinstance(tables, Mapping) or not all(isinstance(k, str) for k in tables):
-        raise PluginError(f"{type(strategy).__name__}.artifacts() must return a mapping of name -> rows, "
-                          f"got {type(tables).__name__}")
-    return {name: list(rows) for name, rows in tables.items() if rows}
-
-
-def accepts_indices(strategy: Any) -> bool:
-    """Return whether the strategy's ``generate`` takes ``indices`` (per-sample seeding)."""
-    try:
-        return "indices" in inspect.signature(strategy.generate).parameters
-    except (TypeError, ValueError):
-        return False
-

@@ -4,7 +4,9 @@ A third-party plugin that fails to import or to register is unregistered, its co
 are removed, and the failure is recorded (``crystalforge plugins`` shows it as ``error``);
 the rest keeps working. ``CRYSTALFORGE_STRICT_PLUGINS=1`` makes such failures fatal (for
 CI), and ``CRYSTALFORGE_BLOCK_PLUGINS=name1,name2`` keeps plugins from loading at all,
-built-ins included. ``CRYSTALFORGE_TRACE_HOOKS=1`` logs every hook call.
+built-ins included. Hooks are called through pluggy (one plugin at a time, so a failure
+is that plugin's alone), and ``CRYSTALFORGE_TRACE_HOOKS=1`` logs every call with its
+plugin, arguments and outcome (:func:`trace_hooks`).
 """
 
 from __future__ import annotations

@@ -217,7 +217,8 @@ class Component:
             OptionError: an unknown option or a value of the wrong type.
             PluginError: the built object lacks a required member of its contract.
         """
-        from .contracts import adapt, check_contract
+        from .components import adapt
+        from .contracts import check_contract
 
         component = self.factory(**self.convert_options(options))
         check_contract(self.kind, component, self.name, self.plugin)

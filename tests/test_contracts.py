@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from plugin_fixtures import bar_plugin  # noqa: F401 - fixture
 
 import crystalforge as cf
-from crystalforge import contracts
+from crystalforge import components, contracts
 from crystalforge.cli import cli
 from crystalforge.components import (
     create_model,
@@ -173,17 +173,17 @@ def test_contract_search(pm):
     model = create_model(pm, "bar-model", device="cpu")
     tokenizer = create_tokenizer(pm, "bar-tokenizer")
     strategy = create_search(pm, "bar-search", max_new_tokens="6")
-    assert contracts.accepts_indices(strategy) is False
+    assert components.accepts_indices(strategy) is False
     samples = strategy.generate(model, tokenizer, ["data_Ca1Ti1O3\n", "data_C4\n"], 2,
                                 generator=torch.Generator().manual_seed(0))
     assert [len(s) for s in samples] == [2, 2]
     assert all(isinstance(s, cf.Sample) and s.text.startswith("data_") and 0 < s.n_tokens <= 6
                for row in samples for s in row)
     assert _calls()["search.generate"] == 1 and _calls()["model.forward_cached"] >= 4
-    assert contracts.search_artifacts(strategy) == {
+    assert components.search_artifacts(strategy) == {
         "bar_log": [{"prompt": 0, "samples": 2}, {"prompt": 1, "samples": 2}]}
     top_k = create_search(pm, "top-k")
-    assert contracts.search_artifacts(top_k) == {} and contracts.accepts_indices(top_k)
+    assert components.search_artifacts(top_k) == {} and components.accepts_indices(top_k)
 
 
 def test_contract_scorer(pm, cif):
@@ -254,21 +254,19 @@ def test_adapter_forwards_and_defaults():
         def score(self, cif):
             return math.nan if not cif else 1.0
 
-    adapted = contracts.adapt_scorer(Minimal())
+    adapted = components.adapt_scorer(Minimal())
     assert adapted.extra == 7 and adapted.lower_is_better is False
     assert math.isnan(adapted.score_many(["", "x"])[0])
     from crystalforge.scoring.random import RandomScorer
 
     builtin = RandomScorer()
-    assert contracts.adapt_scorer(builtin) is builtin  # has every optional member already
+    assert components.adapt_scorer(builtin) is builtin  # has every optional member already
 
 
 def test_concepts_picture_names_real_modules():
     """The data-flow picture of docs/concepts.md names only modules and functions that exist."""
     import re
     from pathlib import Path
-
-    from crystalforge import components
 
     repo = Path(__file__).resolve().parent.parent
     text = (repo / "docs" / "concepts.md").read_text(encoding="utf-8")
