@@ -105,8 +105,9 @@ class CrystalforgePluginManager(pluggy.PluginManager):
     def _collect(self) -> dict[str, Registry]:
         """Call every registration hook through pluggy, plugin by plugin, tagging what each registers.
 
-        Each plugin's implementations are called through a pluggy subset caller, so hook
-        monitoring (``CRYSTALFORGE_TRACE_HOOKS``) sees every call. A plugin whose hook
+        Each plugin's implementations are called through pluggy's hook execution (as a
+        subset caller would, without needing hashable plugin objects), so hook monitoring
+        (``CRYSTALFORGE_TRACE_HOOKS``) sees every call. A plugin whose hook
         raises (or registers a duplicate) has everything it registered so far removed, is
         unregistered and recorded as ``error``; in strict mode the error propagates.
         """
@@ -115,13 +116,12 @@ class CrystalforgePluginManager(pluggy.PluginManager):
         # blamed and dropped
         plugins = [(name, plugin) for name, plugin in self.list_name_plugin() if plugin is not None]
         for plugin_name, plugin in plugins:
-            others = [other for _, other in plugins if other is not plugin]
             try:
                 for kind, hook_name in KINDS.items():
-                    if not any(impl.plugin is plugin for impl in getattr(self.hook, hook_name).get_hookimpls()):
-                        continue
-                    caller = self.subset_hook_caller(hook_name, remove_plugins=others)
-                    caller(register=RegisterCallback(registries[kind], plugin_name))
+                    impls = [i for i in getattr(self.hook, hook_name).get_hookimpls() if i.plugin is plugin]
+                    if impls:
+                        register = RegisterCallback(registries[kind], plugin_name)
+                        self._hookexec(hook_name, impls, {"register": register}, False)
             except Exception as exc:
                 for registry in registries.values():
                     registry.remove_plugin(plugin_name)

@@ -332,6 +332,14 @@ def test_trace_hooks_logs_each_call_with_plugin_and_arguments(monkeypatch, caplo
     assert manager.registry("scorer").get("echo").plugin == "thirdparty"  # tracing changes nothing else
 
 
+def test_plugin_object_need_not_be_hashable(plugin_manager):
+    # an in-process plugin may be any object with hook functions, e.g. a SimpleNamespace
+    plugin_manager.register(types.SimpleNamespace(register_scorers=hookimpl(
+        lambda register: register("echo", EchoScorer))), name="namespace")
+    assert plugin_manager.registry("scorer").get("echo").plugin == "namespace"
+    assert "random" in plugin_manager.registry("scorer")
+
+
 def test_no_trace_without_the_switch(plugin_manager, monkeypatch, caplog):
     with caplog.at_level(logging.DEBUG, logger="crystalforge.hooks"):
         plugin_manager.registry("scorer")
