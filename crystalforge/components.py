@@ -29,6 +29,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .contracts import OPTIONAL, Table, check_contract
 from .errors import CheckpointError, OptionError, PluginError, UnknownComponentError
+from .registry import _unknown_message
 
 logger = logging.getLogger(__name__)
 
@@ -81,9 +82,11 @@ def create_model(
     those options; ``options`` are the loader's own (``--model-opt KEY=VALUE``).
 
     Raises:
-        UnknownComponentError: neither a registered model nor an existing checkpoint path.
+        UnknownComponentError: a bare name that is neither a registered model nor an
+            existing file or folder (with the closest registered name).
+        CheckpointError: a path (``/`` or a suffix in it) with nothing there, or a
+            checkpoint that cannot be loaded.
         OptionError: a bad option, device or dtype.
-        CheckpointError: the checkpoint cannot be loaded.
         PluginError: the model does not meet :class:`~crystalforge.contracts.LanguageModel`.
     """
     if name_or_path is not None and not isinstance(name_or_path, (str, os.PathLike)):
@@ -95,12 +98,13 @@ def create_model(
     if text and isinstance(name_or_path, str) and text in registry:
         name = text
     elif text:
-        if not Path(text).expanduser().exists():
-            known = ", ".join(registry.names()) or "(none)"
-            raise UnknownComponentError(
-                f"Unknown model '{text}': not a registered model (available: {known}) "
-                "nor an existing checkpoint file or folder"
-            )
+        path = Path(text).expanduser()
+        if not path.exists():
+            if "/" in text or os.sep in text or path.suffix:  # meant as a path
+                raise CheckpointError(f"checkpoint not found: {path} (nor is it a registered model: "
+                                      f"{', '.join(registry.names()) or 'none'})")
+            message = _unknown_message("model", text, registry.names())
+            raise UnknownComponentError(message.replace(f"'{text}'.", f"'{text}' (nor a checkpoint file or folder).", 1))
         if "path" in options:
             raise OptionError(f"model '{text}' is a checkpoint path: do not also pass a 'path' option")
         options = {**options, "path": str(Path(text).expanduser())}

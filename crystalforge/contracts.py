@@ -48,7 +48,10 @@ class Tokenizer(Protocol):
     ``itos`` lists the tokens in id order and ``stoi`` maps them back; ``newline_id`` is
     the id of ``"\\n"`` (two in a row end a CIF, which is how generation stops).
     ``vocab_hash`` is a short stable hash of ``itos``, stored in checkpoints so a model
-    is never used with a tokenizer it was not trained with.
+    is never used with a tokenizer it was not trained with. The sampling strategies'
+    logits constraints read ``itos``/``stoi`` by token text (element symbols, CIF
+    keywords, ``<symbol>_sg`` space groups, as CrystaLLM's vocabulary has them); with a
+    vocabulary of other tokens, sample with ``constrain=none``.
     """
 
     itos: Sequence[str]

@@ -27,7 +27,7 @@ from crystalforge.components import (
     create_tokenizer,
     create_validators,
 )
-from crystalforge.errors import OptionError, PluginError, UnknownComponentError
+from crystalforge.errors import CheckpointError, OptionError, PluginError, UnknownComponentError
 from crystalforge.plugins import make_plugin_manager
 from crystalforge.testing import sample_cifs, write_tiny_model
 from crystalforge.validation.report import run_checks
@@ -162,9 +162,11 @@ def test_create_model_name_path_or_default(pm, tmp_path):
     assert create_model(pm, default) is default  # a built model is only checked
     with pytest.raises(UnknownComponentError) as excinfo:
         create_model(pm, "bar-modle")
-    message = str(excinfo.value)
-    assert "Unknown model 'bar-modle'" in message and "bar-model, gpt" in message
-    assert "\n" not in message
+    assert str(excinfo.value) == ("Unknown model 'bar-modle' (nor a checkpoint file or folder). "
+                                  "Available: bar-model, gpt. Did you mean 'bar-model'?")
+    with pytest.raises(CheckpointError, match="^checkpoint not found: .*missing.pt "
+                                              r"\(nor is it a registered model: bar-model, gpt\)$"):
+        create_model(pm, str(tmp_path / "missing.pt"))
     with pytest.raises(OptionError, match="Unknown option for model 'bar-model' 'widht'"):
         create_model(pm, "bar-model", widht=8)
 
