@@ -279,3 +279,14 @@ def test_concepts_picture_names_real_modules():
     assert not missing, f"docs/concepts.md names modules that do not exist: {missing}"
     for function in re.findall(r"\bcreate_\w+", picture):
         assert hasattr(components, function), function
+
+
+def test_model_must_fit_the_tokenizer(plugin_manager):
+    from crystalforge.components import check_model_fits_tokenizer
+    from crystalforge.model.gpt import GPT, GPTConfig
+
+    tokenizer = create_tokenizer(plugin_manager)
+    small = GPT(GPTConfig(vocab_size=100, n_layer=1, n_head=1, n_embd=8, block_size=8))
+    with pytest.raises(CheckpointError, match="the tokenizer has 371 tokens but the model knows only 100"):
+        check_model_fits_tokenizer(small, tokenizer)
+    check_model_fits_tokenizer(GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=8)), tokenizer)
