@@ -10,6 +10,10 @@ The public API (names kept stable)::
     model = cf.load_model()                     # embedded default model
     candidates = cf.generate("CaTiO3", spacegroup="Pm-3m", n=10, search="top-k", seed=0)
 
+A plugin imports its contract from here: ``cf.Tokenizer``, ``cf.LanguageModel``,
+``cf.SearchStrategy``, ``cf.Scorer``, ``cf.Validator`` and the result types ``cf.Sample``,
+``cf.CheckResult`` (see :mod:`crystalforge.contracts`).
+
 Heavy modules (torch, pymatgen) are imported on first use of the names that need them.
 """
 
@@ -34,6 +38,18 @@ _LAZY: dict[str, str] = {
     "load_model": "crystalforge.model.checkpoint:load_model",
     "generate": "crystalforge.generation.api:generate",
     "Candidate": "crystalforge.generation.candidate:Candidate",
+    # the plugin contracts (crystalforge.contracts): what a plugin of each kind implements
+    "Tokenizer": "crystalforge.contracts:Tokenizer",
+    "LanguageModel": "crystalforge.contracts:LanguageModel",
+    "KVCache": "crystalforge.contracts:KVCache",
+    "SearchStrategy": "crystalforge.contracts:SearchStrategy",
+    "Scorer": "crystalforge.contracts:Scorer",
+    "Validator": "crystalforge.contracts:Validator",
+    "Sample": "crystalforge.contracts:Sample",
+    "CheckResult": "crystalforge.contracts:CheckResult",
+    "ValidationContext": "crystalforge.contracts:ValidationContext",
+    "ValidityReport": "crystalforge.contracts:ValidityReport",
+    "Option": "crystalforge.registry:Option",
 }
 
 __all__ = ["CrystalforgeError", "hookimpl", "__version__", *_LAZY]

@@ -5,18 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 
-def load_tokenizer(name: str = "crystallm", plugin_manager: Any = None):
+def load_tokenizer(name: str = "crystallm", plugin_manager: Any = None, **options: Any):
     """Return a tokenizer by registered name (default: the CrystaLLM-compatible one).
+
+    The tokenizer comes from the registry (:func:`crystalforge.components.create_tokenizer`),
+    so a third-party tokenizer plugin is found by its name.
 
     Raises:
         UnknownComponentError: no tokenizer of that name is registered.
+        OptionError: a bad tokenizer option.
     """
-    if name == "crystallm" and plugin_manager is None:
-        from .cif.tokenizer import default_tokenizer
+    from .components import create_tokenizer
 
-        return default_tokenizer()
-    if plugin_manager is None:
-        from .plugins import make_plugin_manager
-
-        plugin_manager = make_plugin_manager()
-    return plugin_manager.registry("tokenizer").create(name)
+    return create_tokenizer(plugin_manager, name, **options)

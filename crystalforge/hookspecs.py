@@ -22,6 +22,11 @@ Every hook is callback style. crystalforge calls each plugin's implementation wi
   an attrs class or dataclass;
 - ``metadata`` -- kind-specific extras (validators: ``required=True``).
 
+What each kind's component must provide is a typed Protocol in
+:mod:`crystalforge.contracts`, exported at the top level (``crystalforge.Tokenizer``,
+``LanguageModel``, ``SearchStrategy``, ``Scorer``, ``Validator``). The registry checks a
+component against it when creating it and fills in the optional members.
+
 Implementations may accept fewer arguments than the spec (pluggy passes by keyword), so
 new arguments can be added to these hooks without breaking plugins. Hooks return nothing.
 """
@@ -44,10 +49,11 @@ Register = Callable[..., Any]
 def register_tokenizers(register: Register) -> None:
     """Register tokenizers: objects turning CIF text into token ids and back.
 
-    A tokenizer factory takes no required arguments and returns an object with
-    ``tokenize(text) -> list[str]``, ``encode(text) -> list[int]``,
-    ``decode(ids) -> str``, ``vocab_size``, ``itos``, ``stoi`` and ``vocab_hash``.
-    The built-in ``crystallm`` tokenizer matches CrystaLLM's vocabulary exactly.
+    A tokenizer factory takes no required arguments and returns a
+    :class:`crystalforge.contracts.Tokenizer`: ``tokenize(text) -> list[str]``,
+    ``encode(text) -> list[int]``, ``decode(ids) -> str``, ``vocab_size``, ``itos``,
+    ``stoi``, ``newline_id`` and ``vocab_hash``. The built-in ``crystallm`` tokenizer
+    matches CrystaLLM's vocabulary exactly.
 
     :param register: call ``register(name, factory, ...)`` once per tokenizer.
     :return: nothing; results are collected through ``register``.
@@ -58,10 +64,12 @@ def register_tokenizers(register: Register) -> None:
 def register_models(register: Register) -> None:
     """Register model loaders: callables that return a ready language model.
 
-    A model factory is called as ``factory(path=None, device="cpu", dtype=None)`` and
-    returns a ``torch.nn.Module`` with a ``config`` (``block_size``, ``vocab_size``, ...),
-    ``forward(idx, targets=None)`` and a KV-cache API (``new_cache``, ``forward_cached``)
-    as the built-in ``gpt`` model does. ``path=None`` means the embedded default.
+    A model factory is called with its options (``device`` and ``dtype`` when it declares
+    them, as the built-in ``gpt`` loader ``factory(path=None, device="cpu", dtype=None)``
+    does) and returns a :class:`crystalforge.contracts.LanguageModel`: a ``config``
+    (``block_size``, ``vocab_size``), ``parameters()``, ``forward(idx, targets=None)`` and
+    the KV-cache API ``new_cache`` / ``forward_cached``. For ``gpt``, ``path=None`` means
+    the embedded default.
 
     :param register: call ``register(name, factory, ...)`` once per model loader.
     :return: nothing; results are collected through ``register``.
@@ -72,10 +80,13 @@ def register_models(register: Register) -> None:
 def register_search_strategies(register: Register) -> None:
     """Register search strategies: how candidate CIFs are decoded from a model.
 
-    A strategy is built from its keyword options and exposes
+    A strategy is built from its keyword options and is a
+    :class:`crystalforge.contracts.SearchStrategy`:
     ``generate(model, tokenizer, prompts, n, *, generator, device, batch_size, ...)``
-    returning raw generated CIF texts, as the built-ins ``random``, ``top-k``, ``top-p``,
-    ``greedy`` (sampling) and ``puct``, ``uct``, ``mcts-greedy`` (tree search) do.
+    returns one list of :class:`crystalforge.Sample` per prompt, as the built-ins
+    ``random``, ``top-k``, ``top-p``, ``greedy`` (sampling) and ``puct``, ``uct``,
+    ``mcts-greedy`` (tree search) do. Optional: an ``indices`` keyword and
+    ``artifacts()`` (extra tables, such as MCTS's rollouts).
 
     :param register: call ``register(name, factory, ...)`` once per strategy.
     :return: nothing; results are collected through ``register``.
@@ -86,9 +97,11 @@ def register_search_strategies(register: Register) -> None:
 def register_scorers(register: Register) -> None:
     """Register scorers: objects that give a CIF a number (energy, property, ...).
 
-    A scorer is built from its keyword options and exposes ``score(cif: str) -> float``
-    (``nan`` when it cannot score) and ``lower_is_better: bool`` saying which direction
-    is good, so search strategies never have to guess a sign convention.
+    A scorer is built from its keyword options and is a
+    :class:`crystalforge.contracts.Scorer`: ``score(cif: str) -> float`` (``nan`` when
+    it cannot score) and ``lower_is_better: bool`` saying which direction is good, so
+    search strategies never have to guess a sign convention. ``unit``, ``score_many``
+    and ``close`` are optional: the kernel supplies defaults.
 
     :param register: call ``register(name, factory, ...)`` once per scorer.
     :return: nothing; results are collected through ``register``.
@@ -99,7 +112,8 @@ def register_scorers(register: Register) -> None:
 def register_validators(register: Register) -> None:
     """Register validators: checks that join every candidate's validity report.
 
-    A validator is built from its keyword options and exposes
+    A validator is built from its keyword options (settable as ``CHECK.KEY=VALUE``) and
+    is a :class:`crystalforge.contracts.Validator`:
     ``check(cif: str, context) -> CheckResult`` (``passed``, optional ``score`` in [0, 1],
     ``message``). Pass ``required=True`` to ``register`` to make the check part of
     ``is_valid``; otherwise it is reported but does not decide validity.

@@ -4,17 +4,18 @@ A third-party plugin that fails to import or to register is unregistered, its co
 are removed, and the failure is recorded (``crystalforge plugins`` shows it as ``error``);
 the rest keeps working. ``CRYSTALFORGE_STRICT_PLUGINS=1`` makes such failures fatal (for
 CI), and ``CRYSTALFORGE_BLOCK_PLUGINS=name1,name2`` keeps plugins from loading at all,
-built-ins included. ``CRYSTALFORGE_TRACE_HOOKS=1`` logs every hook call.
+built-ins included. Hooks are called through pluggy (one plugin at a time, so a failure
+is that plugin's alone), and ``CRYSTALFORGE_TRACE_HOOKS=1`` logs every call with its
+plugin, arguments and outcome (:func:`trace_hooks`).
 """
 
 from __future__ import annotations
 
-import functools
 import importlib
 import logging
 import os
 from importlib import metadata as importlib_metadata
-from typing import Any
+from typing import Any, Callable, Mapping, Sequence
 
 import attrs
 import pluggy
@@ -24,6 +25,7 @@ from .errors import PluginError
 from .registry import KINDS, Registry
 
 logger = logging.getLogger(__name__)
+hook_logger = logging.getLogger("crystalforge.hooks")
 
 ENTRY_POINT_GROUP = "crystalforge"
 STRICT_ENV = "CRYSTALFORGE_STRICT_PLUGINS"
@@ -101,37 +103,34 @@ class CrystalforgePluginManager(pluggy.PluginManager):
         return result
 
     def _collect(self) -> dict[str, Registry]:
-        """Call every registration hook, plugin by plugin, tagging what each registers.
+        """Call every registration hook through pluggy, plugin by plugin, tagging what each registers.
 
-        A plugin whose hook raises (or registers a duplicate) is unregistered and recorded
-        as ``error``; in strict mode the error propagates.
+        Each plugin's implementations are called through pluggy's hook execution (as a
+        subset caller would, without needing hashable plugin objects), so hook monitoring
+        (``CRYSTALFORGE_TRACE_HOOKS``) sees every call. A plugin whose hook
+        raises (or registers a duplicate) has everything it registered so far removed, is
+        unregistered and recorded as ``error``; in strict mode the error propagates.
         """
-        while True:
-            registries = {kind: Registry(kind) for kind in KINDS}
-            failed = None
-            for kind, hook_name in KINDS.items():
-                hook = getattr(self.hook, hook_name)
-                # get_hookimpls() is in registration order: built-ins first, so a
-                # later plugin reusing a name is the one blamed and dropped.
-                for impl in hook.get_hookimpls():
-                    plugin_name = impl.plugin_name
-                    register = functools.partial(registries[kind].add, plugin_name)
-                    try:
-                        impl.function(**({"register": register} if impl.argnames else {}))
-                    except Exception as exc:
-                        failed = (plugin_name, exc)
-                        break
-                if failed:
-                    break
-            if failed is None:
-                break
-            plugin_name, exc = failed
-            message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, PluginError) else str(exc)
-            if _env_flag(STRICT_ENV):
-                raise PluginError(f"Plugin '{plugin_name}' failed to register: {message}") from exc
-            logger.warning("plugin %s failed to register: %s", plugin_name, message)
-            self._record_failure(plugin_name, message)
-            super().unregister(name=plugin_name)
+        registries = {kind: Registry(kind) for kind in KINDS}
+        # registration order: built-ins first, so a later plugin reusing a name is the one
+        # blamed and dropped
+        plugins = [(name, plugin) for name, plugin in self.list_name_plugin() if plugin is not None]
+        for plugin_name, plugin in plugins:
+            try:
+                for kind, hook_name in KINDS.items():
+                    impls = [i for i in getattr(self.hook, hook_name).get_hookimpls() if i.plugin is plugin]
+                    if impls:
+                        register = RegisterCallback(registries[kind], plugin_name)
+                        self._hookexec(hook_name, impls, {"register": register}, False)
+            except Exception as exc:
+                for registry in registries.values():
+                    registry.remove_plugin(plugin_name)
+                message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, PluginError) else str(exc)
+                if _env_flag(STRICT_ENV):
+                    raise PluginError(f"Plugin '{plugin_name}' failed to register: {message}") from exc
+                logger.warning("plugin %s failed to register: %s", plugin_name, message)
+                self._record_failure(plugin_name, message)
+                super().unregister(name=plugin_name)
         for name, info in self.infos.items():
             if info.status == "ok":
                 info.provides = {
@@ -205,14 +204,39 @@ class CrystalforgePluginManager(pluggy.PluginManager):
         return sorted(self.infos.values(), key=lambda i: (not i.builtin, i.name))
 
 
-def _trace(manager: CrystalforgePluginManager) -> None:
-    def before(hook_name, hook_impls, kwargs):
-        logger.warning("hook %s -> %s", hook_name, [i.plugin_name for i in hook_impls])
+class RegisterCallback:
+    """The ``register`` callable one plugin receives for one kind: adds to that kind's registry."""
 
-    def after(outcome, hook_name, hook_impls, kwargs):
-        pass
+    def __init__(self, registry: Registry, plugin: str) -> None:
+        self.registry = registry
+        self.plugin = plugin
 
-    manager.add_hookcall_monitoring(before, after)
+    def __call__(self, name: str, factory: Any, **kwargs: Any) -> Any:
+        return self.registry.add(self.plugin, name, factory, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<register {self.registry.kind} for {self.plugin}>"
+
+
+def trace_hooks(manager: pluggy.PluginManager) -> Callable[[], None]:
+    """Log every hook call of ``manager`` (plugin and arguments) and its outcome; return an undo.
+
+    Lines go to the ``crystalforge.hooks`` logger at WARNING, so they show on stderr
+    without any logging set up (``CRYSTALFORGE_TRACE_HOOKS=1`` turns this on).
+    """
+
+    def before(hook_name: str, hook_impls: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        plugins = ", ".join(impl.plugin_name for impl in hook_impls) or "(no plugin)"
+        arguments = ", ".join(f"{key}={value!r}" for key, value in kwargs.items())
+        hook_logger.warning("hook %s(%s) -> %s", hook_name, arguments, plugins)
+
+    def after(outcome: Any, hook_name: str, hook_impls: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        plugins = ", ".join(impl.plugin_name for impl in hook_impls) or "(no plugin)"
+        exception = outcome.exception
+        result = f"raised {type(exception).__name__}: {exception}" if exception is not None else "ok"
+        hook_logger.warning("hook %s done by %s: %s", hook_name, plugins, result)
+
+    return manager.add_hookcall_monitoring(before, after)
 
 
 def make_plugin_manager(entry_points: bool = True) -> CrystalforgePluginManager:
@@ -226,6 +250,8 @@ def make_plugin_manager(entry_points: bool = True) -> CrystalforgePluginManager:
             plugin fails to load or register.
     """
     manager = CrystalforgePluginManager()
+    if _env_flag(TRACE_ENV):
+        trace_hooks(manager)
     blocked = _blocked_names()
     manager.load_builtins(blocked)
     if entry_points:
@@ -236,6 +262,4 @@ def make_plugin_manager(entry_points: bool = True) -> CrystalforgePluginManager:
         if _env_flag(STRICT_ENV):
             raise PluginError(f"Plugin '{exc.plugin}' is invalid: {exc}") from exc
         logger.warning("plugin hook check: %s", exc)
-    if _env_flag(TRACE_ENV):
-        _trace(manager)
     return manager

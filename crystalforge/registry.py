@@ -207,8 +207,22 @@ class Component:
         return {key: self.option(key).convert(value) for key, value in values.items()}
 
     def create(self, **options: Any) -> Any:
-        """Build the component with ``options`` (strings are converted to the option types)."""
-        return self.factory(**self.convert_options(options))
+        """Build the component with ``options`` (strings are converted to the option types).
+
+        The result is checked against its kind's contract (:mod:`crystalforge.contracts`)
+        and gets the kernel's defaults for optional members (a scorer without
+        ``score_many`` or ``close`` is adapted).
+
+        Raises:
+            OptionError: an unknown option or a value of the wrong type.
+            PluginError: the built object lacks a required member of its contract.
+        """
+        from .components import adapt
+        from .contracts import check_contract
+
+        component = self.factory(**self.convert_options(options))
+        check_contract(self.kind, component, self.name, self.plugin)
+        return adapt(self.kind, component)
 
     def summary(self) -> str:
         if self.description:
@@ -285,6 +299,7 @@ class Registry:
         return component
 
     def remove_plugin(self, plugin: str) -> None:
+        """Forget every component ``plugin`` registered (its registration failed part-way)."""
         self._components = {k: c for k, c in self._components.items() if c.plugin != plugin}
 
     def get(self, name: str) -> Component:

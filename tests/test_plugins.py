@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import subprocess
 import sys
 import textwrap
 import types
@@ -277,3 +280,79 @@ def test_public_api_names_exist():
     for name in ("make_plugin_manager", "load_tokenizer", "preprocess_cif", "postprocess_cif",
                  "make_prompt", "validate", "load_model", "generate", "hookimpl"):
         assert name in dir(crystalforge)
+
+
+# -- hooks go through pluggy: tracing, and isolation of a failing plugin ---------------------
+def _partial_plugin():
+    """A plugin that registers a scorer and a validator, then fails in its validator hook."""
+    module = types.ModuleType("partial_plugin")
+
+    @hookimpl
+    def register_scorers(register):
+        register("half", EchoScorer)
+
+    @hookimpl
+    def register_validators(register):
+        register("half-check", EchoScorer)
+        raise RuntimeError("validator hook exploded")
+
+    module.register_scorers = register_scorers
+    module.register_validators = register_validators
+    return module
+
+
+def test_failing_plugin_is_rolled_back_and_isolated(plugin_manager):
+    plugin_manager.register(_partial_plugin(), name="partial")
+    plugin_manager.register(_plugin("register_scorers", "echo"), name="fine")
+    scorers = plugin_manager.registry("scorer")
+    assert "half" not in scorers and "half-check" not in plugin_manager.registry("validator")
+    assert scorers.get("echo").plugin == "fine" and "random" in scorers
+    infos = {i.name: i for i in plugin_manager.plugin_infos()}
+    assert infos["partial"].status == "error" and infos["partial"].provides == {}
+    assert infos["partial"].error == "RuntimeError: validator hook exploded"
+    assert infos["fine"].status == "ok" and infos["fine"].provides == {"scorer": ["echo"]}
+    assert plugin_manager.get_plugin("partial") is None
+
+
+def test_trace_hooks_logs_each_call_with_plugin_and_arguments(monkeypatch, caplog):
+    monkeypatch.setenv("CRYSTALFORGE_TRACE_HOOKS", "1")
+    monkeypatch.delenv("CRYSTALFORGE_BLOCK_PLUGINS", raising=False)
+    monkeypatch.delenv("CRYSTALFORGE_STRICT_PLUGINS", raising=False)
+    manager = make_plugin_manager(entry_points=False)
+    manager.register(_plugin("register_scorers", "echo"), name="thirdparty")
+    manager.register(_partial_plugin(), name="partial")
+    with caplog.at_level(logging.WARNING, logger="crystalforge.hooks"):
+        manager.registry("scorer")
+    lines = [r.getMessage() for r in caplog.records if r.name == "crystalforge.hooks"]
+    assert "hook register_scorers(register=<register scorer for thirdparty>) -> thirdparty" in lines
+    assert ("hook register_scorers(register=<register scorer for crystalforge.scorers>) "
+            "-> crystalforge.scorers") in lines
+    assert "hook register_scorers done by thirdparty: ok" in lines
+    assert "hook register_validators done by partial: raised RuntimeError: validator hook exploded" in lines
+    assert manager.registry("scorer").get("echo").plugin == "thirdparty"  # tracing changes nothing else
+
+
+def test_plugin_object_need_not_be_hashable(plugin_manager):
+    # an in-process plugin may be any object with hook functions, e.g. a SimpleNamespace
+    plugin_manager.register(types.SimpleNamespace(register_scorers=hookimpl(
+        lambda register: register("echo", EchoScorer))), name="namespace")
+    assert plugin_manager.registry("scorer").get("echo").plugin == "namespace"
+    assert "random" in plugin_manager.registry("scorer")
+
+
+def test_no_trace_without_the_switch(plugin_manager, monkeypatch, caplog):
+    with caplog.at_level(logging.DEBUG, logger="crystalforge.hooks"):
+        plugin_manager.registry("scorer")
+    assert not [r for r in caplog.records if r.name == "crystalforge.hooks"]
+
+
+def test_trace_hooks_prints_from_the_command_line(tmp_path):
+    env = {**os.environ, "CRYSTALFORGE_TRACE_HOOKS": "1"}
+    env.pop("CRYSTALFORGE_BLOCK_PLUGINS", None)
+    result = subprocess.run([sys.executable, "-m", "crystalforge", "list", "scorer"], capture_output=True,
+                            text=True, env=env, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert ("hook register_scorers(register=<register scorer for crystalforge.scorers>) "
+            "-> crystalforge.scorers") in result.stderr
+    assert "hook register_validators done by crystalforge.validators: ok" in result.stderr
+    assert "random" in result.stdout

@@ -7,7 +7,7 @@ from ..hookspecs import hookimpl
 def register_tokenizers(register):
     register(
         "crystallm",
-        "crystalforge.cif.tokenizer:CIFTokenizer",
+        "crystalforge.cif.tokenizer:default_tokenizer",
         description="CrystaLLM-compatible CIF tokenizer (371 tokens, same ids and order)",
         options=[],
     )

@@ -146,16 +146,6 @@ def _safe_name(name: str) -> str:
     return cleaned.strip(".") or "unnamed"
 
 
-def count_cifs(path: str | os.PathLike) -> int | None:
-    """Return the number of CIFs in a source without parsing them (``None`` if costly)."""
-    kind = source_kind(path)
-    if kind == "cif":
-        return 1
-    if kind == "folder":
-        return sum(1 for f in Path(path).rglob("*") if f.is_file() and f.suffix.lower() in CIF_SUFFIXES)
-    return None
-
-
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` atomically (temp file in the same folder, then rename)."""
     atomic_write_bytes(path, text.encode("utf-8"))

@@ -114,10 +114,6 @@ class CIFTokenizer:
             out.append(table[i])
         return "".join(out)
 
-    def decode_tokens(self, tokens: Iterable[str]) -> str:
-        """Return the text of a token list (``_sg`` suffixes removed)."""
-        return "".join(t[: -len(SG_SUFFIX)] if t.endswith(SG_SUFFIX) else t for t in tokens)
-
     def normalized_text(self, text: str) -> str:
         """Return the text that ``decode(encode(text))`` gives when ``text`` has no ``<unk>``."""
         return self.decode(self.encode(text))

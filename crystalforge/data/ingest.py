@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from ..cif.io import iter_cifs, source_kind
 from ..errors import DataError
@@ -79,8 +79,3 @@ def read_items(source: str | os.PathLike) -> list[Item]:
         DataError: the source is missing or malformed.
     """
     return ingest([source]).items
-
-
-def iter_names(items: Iterable[Item]) -> list[str]:
-    """Return the names of ``items`` in order."""
-    return [name for name, _ in items]

@@ -8,15 +8,17 @@ Scorers are components (attrs classes whose fields are their options). Search st
 from __future__ import annotations
 
 import math
-from typing import Iterable
+
+from .. import contracts
 
 
-class Scorer:
-    """Base class of scorers.
+class Scorer(contracts.Scorer):
+    """Base class of scorers: the :class:`crystalforge.Scorer` contract with its defaults.
 
     Subclasses implement :meth:`score` and set ``lower_is_better`` (energies: ``True``;
-    properties to maximise: ``False``). :meth:`score_many` loops over :meth:`score` unless
-    a subclass can batch; :meth:`close` releases sockets, models, ...
+    properties to maximise: ``False``) and, optionally, ``unit`` (``"eV/atom"``).
+    :meth:`score_many` loops over :meth:`score` unless a subclass can batch; :meth:`close`
+    releases sockets, models, ... A scorer is also a context manager that closes itself.
     """
 
     lower_is_better: bool = True
@@ -24,13 +26,6 @@ class Scorer:
     def score(self, cif: str) -> float:
         """Return the score of one CIF text, or ``nan`` when it cannot be scored."""
         raise NotImplementedError
-
-    def score_many(self, cifs: Iterable[str]) -> list[float]:
-        """Return one score per CIF, in order (``nan`` where a CIF could not be scored)."""
-        return [self.score(cif) for cif in cifs]
-
-    def close(self) -> None:
-        """Release resources held by the scorer (idempotent)."""
 
     def __enter__(self) -> "Scorer":
         return self

@@ -145,25 +145,20 @@ def _as_result(name: str, value: Any, required: bool) -> CheckResult:
     return CheckResult(name, False, None, f"validator returned {type(value).__name__}, not a CheckResult", required)
 
 
-def validators(plugin_manager=None, require: Sequence[str] = ()) -> list[tuple[str, Any, bool]]:
+def validators(plugin_manager=None, require: Sequence[str] = (), options=None) -> list[tuple[str, Any, bool]]:
     """Return ``(name, validator instance or build error, required)`` for every registered validator.
 
+    ``options`` maps ``"CHECK.KEY"`` to a value; see
+    :func:`crystalforge.components.create_validators`.
+
     Raises:
-        UnknownComponentError: a name in ``require`` is not a registered validator.
+        UnknownComponentError: a name in ``require`` or ``options`` is not a registered validator.
+        OptionError: an unknown validator option or a value of the wrong type.
     """
+    from ..components import create_validators
+
     manager = plugin_manager if plugin_manager is not None else _default_manager()
-    registry = manager.registry("validator")
-    for name in require:
-        registry.get(name)  # unknown names raise, listing the known ones
-    built = []
-    for component in registry:
-        required = bool(component.metadata.get("required", False)) or component.name in require
-        try:
-            instance: Any = component.create()
-        except Exception as exc:  # noqa: BLE001 - a broken plugin fails its own check only
-            instance = exc
-        built.append((component.name, instance, required))
-    return built
+    return create_validators(manager, options, require)
 
 
 def run_checks(cif: str, built: list[tuple[str, Any, bool]]) -> ValidityReport:
@@ -189,7 +184,7 @@ def run_checks(cif: str, built: list[tuple[str, Any, bool]]) -> ValidityReport:
     return report
 
 
-def validate(cif: str, *, plugin_manager=None, require: Sequence[str] = ()) -> ValidityReport:
+def validate(cif: str, *, plugin_manager=None, require: Sequence[str] = (), options=None) -> ValidityReport:
     """Run every registered validator on ``cif`` and return the report.
 
     Never raises on bad CIF input: empty, binary, truncated or absurd CIFs fail the checks
@@ -201,8 +196,10 @@ def validate(cif: str, *, plugin_manager=None, require: Sequence[str] = ()) -> V
             installed plugins) when omitted.
         require: validator names that must pass for ``is_valid``, beyond those registered
             as required.
+        options: validator options, ``{"CHECK.KEY": value}`` (``{"bond_length.tolerance": 0.3}``).
 
     Raises:
-        UnknownComponentError: a name in ``require`` is not a registered validator.
+        UnknownComponentError: a name in ``require`` or ``options`` is not a registered validator.
+        OptionError: an unknown validator option or a value of the wrong type.
     """
-    return run_checks(cif, validators(plugin_manager, require))
+    return run_checks(cif, validators(plugin_manager, require, options))
