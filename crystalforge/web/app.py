@@ -327,7 +327,8 @@ def create_app(*, runs_dir: str | Path, plugin_manager=None, model=None, model_p
 
     @app.get("/api/runs", summary="List every run folder, newest first")
     def list_runs() -> list[dict[str, Any]]:
-        folders = [f for f in state.runs_dir.iterdir() if jobs.is_run_folder(f) and jobs.valid_run_id(f.name)]
+        folders = [f for f in state.runs_dir.iterdir()
+                   if not f.is_symlink() and jobs.is_run_folder(f) and jobs.valid_run_id(f.name)]
         items = [state.summary(f, with_candidates=False) for f in folders]
         return sorted(items, key=lambda item: -(item["submitted_at"] or 0))
 
@@ -338,9 +339,10 @@ def create_app(*, runs_dir: str | Path, plugin_manager=None, model=None, model_p
     @app.delete("/api/runs/{run_id}", summary="Cancel a queued or running run (its files stay)")
     def cancel_run(run_id: str) -> dict[str, Any]:
         folder = state.folder(run_id)
-        job = state.queue.cancel(run_id)
-        if job is None:
+        job = state.queue.get(run_id)
+        if job is None or job.final:
             raise HTTPException(409, f"run {run_id!r} is not queued or running in this server")
+        state.queue.cancel(run_id)
         return {"id": run_id, "status": "cancelling" if job.status == "running" else job.status,
                 "folder": str(folder)}
 

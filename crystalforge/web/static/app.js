@@ -323,6 +323,9 @@
         } else if (col.key === "is_valid") {
           td = el("td", c.is_valid ? "pass" : "fail", c.is_valid ? "valid" : "invalid");
           td.title = c.failed ? "failed: " + c.failed.split(";").join(", ") : "";
+        } else if (col.key === "formula_found") {
+          td = el("td", "", c.formula_found || c.formula || "");
+          td.title = "asked: " + (c.formula || "");
         } else {
           td = el("td", col.num ? "num" : "", fmt(c[col.key], col.digits));
         }
@@ -392,8 +395,8 @@
     if (points.length) {
       var xs = points.map(function (c) { return c.volume; }), ys = points.map(function (c) { return c[yKey]; });
       var x0 = Math.min.apply(null, xs), x1 = Math.max.apply(null, xs), y0 = Math.min.apply(null, ys), y1 = Math.max.apply(null, ys);
-      if (x1 - x0 < 1e-9) { x0 -= 1; x1 += 1; }
-      if (y1 - y0 < 1e-9) { y0 -= 0.5; y1 += 0.5; }
+      var padX = (x1 - x0) * 0.08 || Math.max(1, Math.abs(x0) * 0.05), padY = (y1 - y0) * 0.08 || Math.max(0.05, Math.abs(y0) * 0.1);
+      x0 -= padX; x1 += padX; y0 -= padY; y1 += padY;
       var px = function (x) { return L + (x - x0) / (x1 - x0) * (W - L - R); };
       var py = function (y) { return H - B - (y - y0) / (y1 - y0) * (H - B - T); };
       root.appendChild(svg("line", { x1: L, y1: H - B, x2: W - R, y2: H - B, stroke: "#999" }));
