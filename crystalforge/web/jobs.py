@@ -331,13 +331,52 @@ def _details(name: str, report, structure, structure_error: str | None) -> dict[
 
 
 def viewer_sites(structure) -> dict[str, Any]:
-    """Return what the 3D viewer draws: the lattice rows and every P1 site (element, fractional coordinates)."""
+    """Return what the 3D viewer draws: lattice rows, every P1 site (element, fractional coordinates), bond cutoffs."""
+    species = [getattr(site.specie, "symbol", str(site.specie)) for site in structure]
     return {
         "lattice": [[round(float(x), 5) for x in row] for row in structure.lattice.matrix],
-        "species": [site.specie.symbol if hasattr(site.specie, "symbol") else str(site.specie)
-                    for site in structure],
+        "species": species,
         "frac": [[round(float(x), 5) for x in site.frac_coords] for site in structure],
+        "bond_cutoffs": bond_cutoffs(species),
     }
+
+
+def bond_cutoffs(symbols: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Return, per pair of elements, the longest distance (A) drawn as a bond.
+
+    After the bond-length check's rule: the expected length is the sum of atomic radii, or
+    of average ionic radii when the electronegativity gap is ionic and that is longer; a
+    bond is drawn up to the check's upper tolerance. With an anion (the most electronegative element,
+    Pauling 2.5 or more) only cation-anion bonds are drawn, as coordination polyhedra are.
+    """
+    from ..cif.properties import element_properties
+    from ..validation.checks import BondLengthReasonableness
+
+    rule = BondLengthReasonableness()
+    props: dict[str, tuple[float, float, float]] = {}
+    for symbol in dict.fromkeys(symbols):
+        try:
+            props[symbol] = element_properties(symbol)
+        except ValueError:
+            continue
+    anion = max(props, key=lambda s: props[s][0]) if len(props) > 1 else None
+    if anion is not None and props[anion][0] < 2.5:
+        anion = None
+    cutoffs: dict[str, dict[str, float]] = {}
+    names = sorted(props)
+    for i, first in enumerate(names):
+        for second in names[i:]:
+            if anion is not None and (anion not in (first, second) or first == second):
+                continue
+            (x1, radius1, ionic1), (x2, radius2, ionic2) = props[first], props[second]
+            expected = radius1 + radius2
+            if abs(x1 - x2) >= rule.ionic_difference:  # average ionic radii can be small (Cl: -1, +5, +7)
+                expected = max(expected, ionic1 + ionic2)
+            if expected > 0:
+                length = round(expected * (1 + rule.tolerance), 3)
+                cutoffs.setdefault(first, {})[second] = length
+                cutoffs.setdefault(second, {})[first] = length
+    return cutoffs
 
 
 # -- files --------------------------------------------------------------------------------------

@@ -44,6 +44,18 @@
     return atoms;
   }
 
+  /* quaternions [x, y, z, w]: a rotation of `degrees` about unit `axis`, and a product */
+  function quat(axis, degrees) {
+    var h = degrees * Math.PI / 360, sn = Math.sin(h);
+    return [axis[0] * sn, axis[1] * sn, axis[2] * sn, Math.cos(h)];
+  }
+  function quatMul(a, b) {
+    return [a[3] * b[0] + a[0] * b[3] + a[1] * b[2] - a[2] * b[1],
+            a[3] * b[1] - a[0] * b[2] + a[1] * b[3] + a[2] * b[0],
+            a[3] * b[2] + a[0] * b[1] - a[1] * b[0] + a[2] * b[3],
+            a[3] * b[3] - a[0] * b[0] - a[1] * b[1] - a[2] * b[2]];
+  }
+
   function colorOf(symbol) {
     var table = (window.$3Dmol && $3Dmol.elementColors && $3Dmol.elementColors.Jmol) || {};
     var value = table[symbol];
@@ -78,9 +90,9 @@
     this.superBtn.addEventListener("click", function () {
       self.reps = self.reps[0] === 1 ? [2, 2, 2] : [1, 1, 1];
       self.superBtn.setAttribute("aria-pressed", self.reps[0] === 2 ? "true" : "false");
-      self.render(false);
+      self.render(true);
     });
-    resetBtn.addEventListener("click", function () { if (self.viewer) { self.viewer.zoomTo(); self.viewer.render(); } });
+    resetBtn.addEventListener("click", function () { self.render(true); });
     if (!window.$3Dmol) {
       this.stage.appendChild(el("p", "cf-error", "3Dmol.js did not load: the 3D view is unavailable"));
       return;
@@ -107,22 +119,49 @@
     }
     var s = item.structure, reps = this.reps;
     var atoms = blockAtoms(s, reps);
-    var xyz = [String(atoms.length), "crystal"];
-    atoms.forEach(function (a) {
-      xyz.push(a.elem + " " + a.pos[0].toFixed(5) + " " + a.pos[1].toFixed(5) + " " + a.pos[2].toFixed(5));
+    var specs = atoms.map(function (a, i) {
+      return { elem: a.elem, x: a.pos[0], y: a.pos[1], z: a.pos[2], index: i, serial: i, bonds: [], bondOrder: [] };
     });
-    viewer.addModel(xyz.join("\n") + "\n", "xyz");
+    /* bonds: pairs closer than the server's cutoff for their elements (the bond-length check's rule) */
+    var cutoffs = s.bond_cutoffs || {};
+    for (var i = 0; i < specs.length; i++)
+      for (var j = i + 1; j < specs.length; j++) {
+        var limit = (cutoffs[specs[i].elem] || {})[specs[j].elem];
+        if (!limit) continue;
+        var dx = specs[i].x - specs[j].x, dy = specs[i].y - specs[j].y, dz = specs[i].z - specs[j].z;
+        var d2 = dx * dx + dy * dy + dz * dz;
+        if (d2 > 0.01 && d2 < limit * limit) {
+          specs[i].bonds.push(j); specs[i].bondOrder.push(1);
+          specs[j].bonds.push(i); specs[j].bondOrder.push(1);
+        }
+      }
+    viewer.addModel().addAtoms(specs);
     viewer.setStyle({}, { sphere: { scale: 0.28, colorscheme: "Jmol" }, stick: { radius: 0.09, colorscheme: "Jmol" } });
-    this.drawCell(s.lattice, [1, 1, 1], "#111111", 0.035);
-    if (reps[0] > 1) this.drawCell(s.lattice, reps, "#9a9a9a", 0.02);
+    if (reps[0] > 1) this.drawCell(s.lattice, reps, "#a0a0a0", 0.02);
+    this.drawCell(s.lattice, [1, 1, 1], "#222222", 0.035);
+    /* the axes from the origin, VESTA-like colours: a red, b green, c blue */
+    var AXES = ["#d62728", "#2ca02c", "#1f5fd6"];
     ["a", "b", "c"].forEach(function (name, k) {
       var f = [0, 0, 0];
-      f[k] = 1.08;
+      f[k] = 1;
+      var e = cart(s.lattice, f);
+      viewer.addCylinder({ start: { x: 0, y: 0, z: 0 }, end: { x: e[0], y: e[1], z: e[2] }, radius: 0.05,
+                           color: AXES[k], fromCap: 1, toCap: 1 });
+      f[k] = 1.12;
       var p = cart(s.lattice, f);
-      viewer.addLabel(name, { position: { x: p[0], y: p[1], z: p[2] }, fontColor: "black", backgroundOpacity: 0,
-                              fontSize: 14, inFront: true });
+      viewer.addLabel(name, { position: { x: p[0], y: p[1], z: p[2] }, fontColor: AXES[k], backgroundColor: "white",
+                              backgroundOpacity: 0.8, fontSize: 16, inFront: true, alignment: "center" });
     });
-    if (view && !resetView) viewer.setView(view); else viewer.zoomTo();
+    if (view && !resetView) viewer.setView(view);
+    else {
+      viewer.zoomTo();
+      /* c up, a to the right, b into the screen, then turned a little so depth shows
+         (straight down an axis hides atoms behind each other) */
+      var q = quatMul(quat([1, 0, 0], 12), quatMul(quat([0, 1, 0], -22), quat([1, 0, 0], -90)));
+      var v = viewer.getView();
+      viewer.setView([v[0], v[1], v[2], v[3], q[0], q[1], q[2], q[3]]);
+      viewer.zoom(0.85);
+    }
     viewer.render();
     var seen = {};
     var legend = this.legend;
