@@ -76,7 +76,7 @@ def browser(tmp_path_factory):
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     # software WebGL (SwiftShader): CI machines have no GPU
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1400",
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1800",
                 "--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist",
                 "--force-device-scale-factor=1"):
         options.add_argument(arg)
@@ -96,7 +96,7 @@ def drawn_fraction(png: bytes) -> tuple[float, int]:
     from PIL import Image
 
     image = Image.open(io.BytesIO(png)).convert("RGB")
-    pixels = list(image.getdata())
+    pixels = list(image.get_flattened_data() if hasattr(image, "get_flattened_data") else image.getdata())
     coloured = [p for p in pixels if min(p) < 235]
     return len(coloured) / len(pixels), len(set(coloured))
 
@@ -185,7 +185,9 @@ def test_generate_watch_sort_view_download(server, browser):
     super_fraction, _ = drawn_fraction(stage.screenshot_as_png)
     assert super_fraction > 0.02
     browser.find_element(By.ID, "viewers").screenshot(str(IMG / "web-compare.png"))
-    browser.find_element(By.ID, "plots").screenshot(str(IMG / "web-plots.png"))
+    plots = browser.find_element(By.ID, "plots")
+    browser.execute_script("arguments[0].scrollIntoView(true)", plots)
+    plots.screenshot(str(IMG / "web-plots.png"))
 
     # download the CIF of the left candidate and read it with pymatgen
     link = browser.find_element(By.CSS_SELECTOR, "#downloads-a a[data-format='.cif']")

@@ -253,7 +253,7 @@
     run.candidates.forEach(function (c) { (c.checks || []).forEach(function (k) { if (checks.indexOf(k.name) < 0) checks.push(k.name); }); });
     var unit = run.score_unit ? " (" + run.score_unit + ")" : "";
     var cols = [
-      { key: "rank", label: "#", num: true },
+      { key: "rank", label: "rank", num: true },
       { key: "name", label: "candidate" },
       { key: "formula_found", label: "formula" },
       { key: "spacegroup_asked", label: "sg asked" },
