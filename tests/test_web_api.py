@@ -381,3 +381,46 @@ def test_twenty_concurrent_submissions_on_a_real_server(tmp_path, model, manager
     statuses = [json.loads((tmp_path / run_id / "web.json").read_text())["status"] for run_id in accepted]
     assert statuses.count("cancelled") >= 8 and set(statuses) <= {"cancelled", "done"}, statuses
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("localhost", True), ("::1", True),
+                                            ("127.0.0.2", True), ("0.0.0.0", False), ("192.168.1.10", False)])
+def test_loopback_hosts(host, loopback):
+    from crystalforge.cli.serve import is_loopback
+
+    assert is_loopback(host) is loopback
+
+
+@pytest.mark.slow
+def test_serve_off_loopback_generates_and_prints_a_token(tmp_path):
+    """``crystalforge serve --host 0.0.0.0``: a real process prints a token URL; the API refuses calls without it."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    process = subprocess.Popen([sys.executable, "-m", "crystalforge", "serve", "--host", "0.0.0.0", "--port", str(port),
+                                "--runs", str(tmp_path), "--device", "cpu"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
+    try:
+        line = process.stdout.readline()
+        assert "?token=" in line, line
+        token = line.split("?token=", 1)[1].split()[0]
+        assert len(token) >= 20
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while True:
+            try:
+                refused = httpx.get(f"{base}/api/runs", timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.time() < deadline and process.poll() is None, "the server did not start"
+                time.sleep(0.3)
+        assert refused.status_code == 401
+        assert httpx.get(f"{base}/api/runs", headers={"X-Crystalforge-Token": token}).json() == []
+        assert httpx.get(f"{base}/").status_code == 200
+    finally:
+        process.terminate()
+        process.wait(20)

@@ -168,6 +168,8 @@ def test_generate_watch_sort_view_download(server, browser):
     ActionChains(browser).key_down(Keys.SHIFT).click(row_b).key_up(Keys.SHIFT).perform()
     wait.until(lambda d: text(d, "#viewer-a .cf-viewer-title") == first and text(d, "#viewer-b .cf-viewer-title") == second)
     time.sleep(1.5)
+    browser.execute_script("window.scrollTo(0, 0); document.querySelector('.table-wrap').scrollLeft = 0")
+    browser.save_screenshot(str(IMG / "web-page.png"))  # before element screenshots scroll the page
     stage = browser.find_element(By.CSS_SELECTOR, "#viewer-a .cf-viewer-stage")
     fraction, colours = drawn_fraction(stage.screenshot_as_png)
     assert fraction > 0.02 and colours > 20, f"the 3D view looks blank ({fraction:.3f} drawn, {colours} colours)"
@@ -175,8 +177,6 @@ def test_generate_watch_sort_view_download(server, browser):
     assert {"Ca", "Ti", "O"} <= set(legend.split())
     checks = text(browser, "#checks-a")
     assert "space_group" in checks and "bond_length" in checks
-    browser.execute_script("window.scrollTo(0, 0)")
-    browser.save_screenshot(str(IMG / "web-page.png"))
 
     # supercell toggle on the left viewer draws more
     browser.find_element(By.CSS_SELECTOR, "#viewer-a .cf-btn").click()

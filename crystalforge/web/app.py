@@ -212,8 +212,6 @@ class WebState:
         return folder
 
     def summary(self, folder: Path, with_candidates: bool) -> dict[str, Any]:
-        from ..generation.runner import read_rows
-
         status = jobs.read_status(folder)
         manifest = jobs.read_manifest(folder)
         job = self.queue.get(folder.name)
@@ -223,18 +221,17 @@ class WebState:
         compositions = request.get("compositions") or [p.get("composition") for p in prompts]
         n = request.get("n") or manifest.get("n")
         total = status.get("total") or ((n or 0) * max(1, len(prompts)))
-        rows = read_rows(folder) if folder.is_dir() else {}
-        valid = sum(1 for r in rows.values() if r.get("is_valid") in (True, "True", "true"))
+        count, valid = jobs.count_candidates(folder)
         if job is not None:
             state, error, progress = job.status, job.error, job.progress()
         else:
-            state = status.get("status") or ("done" if total and len(rows) >= total else "incomplete")
+            state = status.get("status") or ("done" if total and count >= total else "incomplete")
             error = status.get("error")
-            progress = {"done": len(rows), "total": total, "valid": valid, "rate": None, "elapsed": None}
+            progress = {"done": count, "total": total, "valid": valid, "rate": None, "elapsed": None}
             started, finished = status.get("started_at"), status.get("finished_at")
-            if started and finished and finished > started and rows:
+            if started and finished and finished > started and count:
                 progress["elapsed"] = round(finished - started, 2)
-                progress["rate"] = round(len(rows) / (finished - started), 3)
+                progress["rate"] = round(count / (finished - started), 3)
         scorer = settings.get("scorer") or request.get("scorer")
         out: dict[str, Any] = {
             "id": folder.name, "status": state, "error": error, "source": status.get("source", "cli"),
@@ -242,7 +239,7 @@ class WebState:
                 prompts[0].get("spacegroup") if prompts else None),
             "n": n, "settings": settings or {k: request.get(k) for k in ("seed", "search", "search_options",
                                                                          "scorer", "scorer_options", "require")},
-            "progress": progress, "candidates_count": len(rows), "valid_count": valid,
+            "progress": progress, "candidates_count": count, "valid_count": valid,
             "queue_position": self.queue.position(job) if job is not None else None,
             "submitted_at": status.get("submitted_at") or folder.stat().st_mtime,
             "scorer": scorer, "score_unit": jobs.score_unit(self.plugin_manager, scorer),

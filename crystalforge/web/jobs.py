@@ -252,6 +252,15 @@ def read_manifest(out_dir: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def count_candidates(out_dir: Path) -> tuple[int, int]:
+    """Return ``(candidates written, valid ones)`` of a run folder (cheap: no details)."""
+    from ..generation.runner import read_rows
+
+    rows = read_rows(out_dir) if out_dir.is_dir() else {}
+    valid = sum(1 for row in rows.values() if row.get("is_valid") in (True, "True", "true"))
+    return len(rows), valid
+
+
 def read_candidates(out_dir: Path, lower: bool = True) -> list[dict[str, Any]]:
     """Return the run's candidate rows ranked (valid first, then by score), each with its details.
 

@@ -281,7 +281,8 @@
     head.textContent = "";
     var tr = el("tr");
     cols.forEach(function (col) {
-      var th = el("th", null, col.label);
+      /* check names break after their underscores so the table stays narrow */
+      var th = el("th", col.check ? "check-col" : null, col.check ? col.label.split("_").join("_\u200b") : col.label);
       th.dataset.key = col.key;
       if (state.sort.key === col.key) th.className = state.sort.dir > 0 ? "sorted-asc" : "sorted-desc";
       th.addEventListener("click", function () {
