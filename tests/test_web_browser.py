@@ -140,22 +140,21 @@ def test_generate_watch_sort_view_download(server, browser):
     assert "structures/s" in progress and "valid" in progress
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#cands tbody tr")) == 3)
 
-    # sort by volume, both ways
-    header = next(th for th in browser.find_elements(By.CSS_SELECTOR, "#cands th") if th.text.startswith("volume"))
-    column = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#cands th")].index(header.text)
-
-    def volumes():
-        cells = [row.find_elements(By.TAG_NAME, "td")[column].text
-                 for row in browser.find_elements(By.CSS_SELECTOR, "#cands tbody tr")]
-        return [float(c) for c in cells if c]
-
-    header.click()
-    ascending = volumes()
+    # sort by volume, both ways (the table is redrawn as results arrive: read and click through the page's own DOM)
+    time.sleep(1.0)
+    click = ("var name = arguments[0]; var th = Array.from(document.querySelectorAll('#cands th'))"
+             ".filter(function (h) { return h.textContent.indexOf(name) === 0; })[0]; th.click();")
+    read = ("var ths = Array.from(document.querySelectorAll('#cands th'));"
+            "var k = ths.findIndex(function (h) { return h.textContent.indexOf('volume') === 0; });"
+            "return Array.from(document.querySelectorAll('#cands tbody tr')).map(function (r) {"
+            "  return r.children[k].textContent; }).filter(Boolean).map(Number);")
+    browser.execute_script(click, "volume")
+    ascending = browser.execute_script(read)
     assert len(ascending) >= 2 and ascending == sorted(ascending)
-    next(th for th in browser.find_elements(By.CSS_SELECTOR, "#cands th") if th.text.startswith("volume")).click()
-    assert volumes() == sorted(ascending, reverse=True)
-    rank_header = browser.find_element(By.CSS_SELECTOR, "#cands th[data-key='rank']")
-    rank_header.click()  # back to the ranking: valid first
+    assert "sorted-asc" in browser.find_element(By.CSS_SELECTOR, "#cands th[data-key='volume']").get_attribute("class")
+    browser.execute_script(click, "volume")
+    assert browser.execute_script(read) == sorted(ascending, reverse=True)
+    browser.execute_script(click, "rank")  # back to the ranking: valid first
 
     # open the best candidate on the left, the second on the right (shift-click)
     rows = browser.find_elements(By.CSS_SELECTOR, "#cands tbody tr")
@@ -207,3 +206,33 @@ def test_generate_watch_sort_view_download(server, browser):
     history = text(browser, "#run-list")
     assert "CaTiO3" in history and "top-k" in history and "random" in history
     shutil.rmtree(browser.downloads, ignore_errors=True)
+
+
+def test_api_docs_render_offline(server, browser):
+    url, _ = server
+    browser.get(url + "docs")
+    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"))
+    paths = {e.text.replace("\u200b", "") for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+    assert {"/api/runs", "/api/runs/{run_id}", "/api/runs/{run_id}/files/{name}"} <= paths
+
+
+def test_view_page_draws_offline(browser, tmp_path):
+    """``crystalforge view`` writes a page that draws from file://, with nothing fetched."""
+    import sys
+
+    from conftest import PEROV_CSV, read_csv_slice
+
+    material_id, cif = read_csv_slice(PEROV_CSV, 0, 1)[0]
+    source = tmp_path / f"{material_id}.cif"
+    source.write_text(cif)
+    page = tmp_path / "view.html"
+    subprocess.run([sys.executable, "-m", "crystalforge", "view", str(source), "-o", str(page)], check=True,
+                   cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True)
+    browser.get(page.as_uri())
+    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".cf-viewer-stage canvas"))
+    time.sleep(1.0)
+    stage = browser.find_element(By.CSS_SELECTOR, ".cf-viewer-stage")
+    fraction, colours = drawn_fraction(stage.screenshot_as_png)
+    assert fraction > 0.02 and colours > 20, f"the 3D view looks blank ({fraction:.3f} drawn, {colours} colours)"
+    assert "space_group" in browser.find_element(By.CSS_SELECTOR, "table.cf-checks").text
+    browser.find_element(By.CSS_SELECTOR, ".cf-card").screenshot(str(IMG / "web-view-page.png"))
