@@ -18,4 +18,12 @@ $PIP install -q -e ".[test,docs]"
 for plugin in plugins/*/; do
     [ -f "$plugin/pyproject.toml" ] && $PIP install -q -e "$plugin"
 done
+# the browser tests of the web page drive Debian's headless Chromium (tests/test_web_browser.py)
+if ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    else
+        echo "note: chromium and chromium-driver are not installed; the browser tests will be skipped" >&2
+    fi
+fi
 "$VENV/bin/crystalforge" --version

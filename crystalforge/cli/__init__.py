@@ -33,6 +33,8 @@ COMMANDS: dict[str, str] = {
     "benchmark": "benchmark:benchmark",
     "vun": "vun:vun",
     "embeddings": "embeddings:embeddings",
+    "serve": "serve:serve",
+    "view": "view:view",
 }
 
 

@@ -163,6 +163,13 @@ class Candidate:
 
         return to_ase(self._require_structure(), self.info())
 
+    def _repr_html_(self) -> str:
+        """Return the 3D viewer and the checks as notebook HTML (offline; 3Dmol.js inlined once)."""
+        from ..web.jobs import candidate_view
+        from ..web.render import notebook_html
+
+        return notebook_html(candidate_view(self))
+
     def to_row(self) -> dict[str, Any]:
         """Return the flat summary row (what ``summary.csv`` and ``--json`` show)."""
         row: dict[str, Any] = {
