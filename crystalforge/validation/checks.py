@@ -160,18 +160,16 @@ class FormulaConsistency:
 
     def check(self, cif: str, context: "ValidationContext") -> CheckResult:
         formulas = {}
+        label = "data_ line"
         try:
             match = DATA_FORMULA_RE.search(cif)
             if match is None:
                 raise CIFError("no data_ line of letters and digits")
-            for label, formula in (
-                ("data_ line", match.group(1)),
-                ("_chemical_formula_sum", _first_block_value(context, "_chemical_formula_sum")),
-                ("_chemical_formula_structural", _first_block_value(context, "_chemical_formula_structural")),
-            ):
-                formulas[label] = _composition(formula).reduced_formula
+            formulas[label] = _composition(match.group(1)).reduced_formula
+            for label in ("_chemical_formula_sum", "_chemical_formula_structural"):
+                formulas[label] = _composition(_first_block_value(context, label)).reduced_formula
         except Exception as exc:  # noqa: BLE001 - an unreadable formula fails the check
-            return _fail(self.name, f"{label if formulas else 'formula'}: {_first_line(exc)}")
+            return _fail(self.name, f"{label}: {_first_line(exc)}")
         if len(set(formulas.values())) == 1:
             return CheckResult(self.name, True, None, f"formula {next(iter(formulas.values()))}", False)
         detail = ", ".join(f"{label} {formula}" for label, formula in formulas.items())
