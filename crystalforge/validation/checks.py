@@ -51,8 +51,9 @@ def structure_problem(context: "ValidationContext") -> str | None:
     """Return why the context's structure cannot go through heavy analysis, or None.
 
     Refuses unparsable CIFs, more than :data:`MAX_SITES` sites, non-finite cells, lengths
-    that are not positive, angles outside (0, 180) degrees, cells thinner than :data:`MIN_CELL_HEIGHT` and less than :data:`MIN_VOLUME_PER_ATOM` per atom,
-    so CrystalNN and spglib cannot hang on them.
+    that are not positive, angles outside (0, 180) degrees, cells thinner than
+    :data:`MIN_CELL_HEIGHT` and less than :data:`MIN_VOLUME_PER_ATOM` per atom, so CrystalNN
+    and spglib cannot hang on them.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
