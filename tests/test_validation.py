@@ -200,3 +200,56 @@ def test_validity_rate_of_real_structures(path, plugin_manager):
         assert rates[name] == 1.0, (name, rates)
     assert rates["space_group"] >= 0.95, rates
     assert rates["valid"] > 0.5, rates
+
+
+@pytest.mark.parametrize("angle, why", [("-90.0000", "cell angle -90 deg is outside (0, 180)"),
+                                        ("270.0000", "cell angle 270 deg is outside (0, 180)"),
+                                        ("0.0000", "pymatgen cannot read"), ("180.0000", "pymatgen cannot read")])
+def test_impossible_cell_angle_is_invalid(good_cif, plugin_manager, angle, why):
+    report = validate(good_cif.replace("_cell_angle_beta   90.0000", f"_cell_angle_beta   {angle}"),
+                      plugin_manager=plugin_manager)
+    assert not report.is_valid
+    assert why in report.checks["bond_length"].message and why in report.checks["space_group"].message
+
+
+def test_expected_bond_length_is_crystallm_rule():
+    from pymatgen.core import Element
+
+    from crystalforge.validation.checks import expected_bond_length
+
+    # ionic pair: the cation's average cationic radius plus the anion's average anionic radius
+    assert expected_bond_length(Element("K"), Element("F")) == pytest.approx(1.38 + 1.33)
+    assert expected_bond_length(Element("F"), Element("K")) == pytest.approx(2.71)
+    # covalent pair: atomic radii
+    assert expected_bond_length(Element("C"), Element("C")) == pytest.approx(1.4)
+    with pytest.raises(TypeError):  # no atomic radius for He: CrystaLLM's check raises too
+        expected_bond_length(Element("He"), Element("C"))
+
+
+def test_bonds_to_images_of_the_same_site_are_not_counted(plugin_manager):
+    from pymatgen.core import Lattice, Structure
+    from pymatgen.io.cif import CifWriter
+
+    one_site = str(CifWriter(Structure(Lattice.cubic(2.5), ["Cu"], [[0, 0, 0]])))
+    report = validate(one_site.replace("data_Cu", "data_Cu1"), plugin_manager=plugin_manager)
+    bond = report.checks["bond_length"]
+    assert not bond.passed and bond.score is None and "no bonds between distinct sites" in bond.message
+
+
+def test_bond_count_over_symmetry_groups_equals_a_pass_over_every_site(perov_raw, carbon_raw, monkeypatch):
+    import crystalforge.validation.checks as checks
+    from crystalforge.validation.checks import equivalent_site_groups
+
+    checked = 0
+    for _, raw in perov_raw[:4] + carbon_raw[:4]:
+        context = ValidationContext(postprocess_cif(preprocess_cif(raw)))
+        structure = context.structure
+        groups = equivalent_site_groups(structure)
+        assert sum(weight for _, weight in groups) == len(structure)
+        check = BondLengthReasonableness()
+        grouped = check._count(structure)
+        with monkeypatch.context() as patch:
+            patch.setattr(checks, "equivalent_site_groups", lambda s: [(index, 1) for index in range(len(s))])
+            assert check._count(structure)[:2] == grouped[:2]
+        checked += len(groups) < len(structure)
+    assert checked >= 2  # some structures really were counted through their symmetry
