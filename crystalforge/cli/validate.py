@@ -101,7 +101,8 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], require: tuple[str, ..
         items.extend(iter_cifs(path))
     rows: list[dict[str, Any]] = []
     outcomes = imap_progress(_validate_item, ((text, tuple(require)) for _, text in items), workers=max(1, workers or default_workers()),
-                             total=len(items), description="validating", progress=not no_progress)
+                             total=len(items), description="validating", progress=not no_progress,
+                             crash_label="the CIF parser")
     for (name, _), (ok, value) in zip(items, outcomes):
         if ok:
             rows.append({"name": name, **value})

@@ -89,11 +89,14 @@ def _plugin_manager() -> Any:
 
 def _describe_structure(cif: str, row: dict[str, Any]) -> None:
     """Fill in formula, volume, density, sites, detected space group and CDVAE validity."""
+    from ..cif.safety import check_cif_text, check_structure
     from .metrics import parse_structure
     from .smact_check import cdvae_valid
 
     try:
+        check_cif_text(cif)  # values that crash spglib are refused before pymatgen runs
         structure = parse_structure(cif)
+        check_structure(structure)
     except Exception as exc:
         row["parsed"] = False
         row["error"] = str(exc)
@@ -219,7 +222,7 @@ def evaluate_source(
     try:
         tasks = ((name, cif, tuple(require)) for name, cif in items)
         results = imap_progress(_evaluate_task, tasks, workers=workers, total=len(items),
-                                description="evaluate", progress=progress)
+                                description="evaluate", progress=progress, crash_label="the CIF parser")
         for (name, _), (ok, result) in zip(items, results):
             if ok:
                 row = result

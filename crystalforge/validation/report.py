@@ -14,11 +14,12 @@ from typing import Any, Sequence
 
 import attrs
 
+# site rows x symmetry operators above which a CIF is not parsed (cost grows quadratically)
+from ..cif.safety import MAX_EXPANDED_POSITIONS  # noqa: F401 - re-exported, used below
+
 logger = logging.getLogger(__name__)
 
 BOND_LENGTH = "bond_length"
-#: site rows x symmetry operators above which a CIF is not parsed (cost grows quadratically)
-MAX_EXPANDED_POSITIONS = 10000
 
 
 @attrs.frozen
