@@ -78,12 +78,13 @@ def make_spec(composition: str, spacegroup: str | int | None = None, z: int | No
 
 
 def _check_elements(composition: str) -> None:
-    """Raise CompositionError for symbols pymatgen reads as dummy species (``Xx``, ``Qq``)."""
+    """Raise CompositionError for symbols pymatgen reads as dummy species (``Xx``, ``Qq``),
+    exponents, zero or fractional counts and oversized cells (one gate: check_composition)."""
     from pymatgen.core import Element
 
-    from ..cif.extract import parse_composition
+    from ..cif.composition import check_composition
 
-    for element in parse_composition(composition).elements:
+    for element in check_composition(composition).elements:
         if not isinstance(element, Element):
             symbol = getattr(element, "symbol", str(element))
             raise CompositionError(f"composition {composition!r} names an unknown element {symbol!r}")

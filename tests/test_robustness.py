@@ -1,0 +1,324 @@
+"""No input crashes or hangs anything: C-crashing CIF values refused in Python, batch
+commands that survive a worker killed by SIGSEGV, checks under a time limit, and
+compositions refused before any work (issue 11, point 3)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from crystalforge.cli import cli
+from crystalforge.cif.io import write_cifs
+from crystalforge.errors import CIFError, CompositionError
+from crystalforge.parallel import imap_progress
+
+from conftest import PEROV_CSV, REPO, read_csv_slice
+
+RAW = read_csv_slice(PEROV_CSV, 0, 4)
+
+
+def _set(cif: str, key: str, value: str) -> str:
+    import re
+
+    return re.sub(rf"({key}\s+)\S+", lambda m: m.group(1) + value, cif, count=1)
+
+
+def _python(code: str, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], input=stdin, capture_output=True,
+                          text=True, timeout=timeout, env=env, cwd=REPO)
+
+
+# -- values that crashed spglib are refused before pymatgen runs ----------------------------
+
+CRASHERS = {
+    "nan length": (lambda c: _set(c, "_cell_length_a", "nan"), "not a number"),
+    "infinite length": (lambda c: _set(c, "_cell_length_b", "inf"), "not a number"),
+    "zero angle": (lambda c: _set(c, "_cell_angle_alpha", "0"), "strictly between 0 and 180"),
+    "straight angle": (lambda c: _set(c, "_cell_angle_gamma", "180"), "strictly between 0 and 180"),
+    "negative angle": (lambda c: _set(c, "_cell_angle_beta", "-90"), "strictly between 0 and 180"),
+    "flat cell": (lambda c: _set(_set(_set(c, "_cell_angle_alpha", "120"), "_cell_angle_beta", "120"),
+                                 "_cell_angle_gamma", "120"), "zero volume"),
+    "400 digits": (lambda c: _set(c, "_cell_length_c", "9" * 400), "400 digits"),
+    "nan coordinate": (lambda c: c.replace("0.00159044", "nan", 1), "not a number"),
+    "huge coordinate": (lambda c: c.replace("0.00159044", "1e300", 1), "beyond"),
+    "180k-character line": (lambda c: c.replace("  Cu  Cu0", "  Cu  Cu0" + " 1" * 90000, 1), "180,0"),
+    "too big": (lambda c: c + "#" * 1_000_001, "characters, more than"),
+}
+
+
+def test_values_that_crash_the_c_code_are_refused_in_python():
+    """In a subprocess: before the pre-checks, the first of these killed it with SIGSEGV."""
+    cases = {label: mutate(RAW[0][1]) for label, (mutate, _) in CRASHERS.items()}
+    result = _python("""
+        import json, sys, time
+        from crystalforge.cif.preprocess import preprocess_cif
+        out = {}
+        for label, cif in json.loads(sys.stdin.read()).items():
+            start = time.monotonic()
+            try:
+                preprocess_cif(cif)
+                out[label] = ["accepted", 0]
+            except Exception as exc:
+                out[label] = [f"{type(exc).__name__}: {exc}", time.monotonic() - start]
+        print(json.dumps(out))
+    """, stdin=json.dumps(cases))
+    assert result.returncode == 0, f"process died (rc {result.returncode}): {result.stderr[-500:]}"
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    for label, (_, expected) in CRASHERS.items():
+        message, seconds = outcome[label]
+        assert message.startswith("CIFError: ") and expected in message, (label, message)
+        assert "\n" not in message and seconds < 2.0, (label, seconds)
+
+
+def test_real_cifs_pass_the_pre_checks():
+    from crystalforge.cif.safety import check_cif_text
+
+    for _, cif in read_csv_slice(PEROV_CSV, 0, 50):
+        check_cif_text(cif)
+
+
+def test_a_parsed_structure_with_an_absurd_cell_is_not_handed_to_spglib():
+    from pymatgen.core import Lattice, Structure
+
+    from crystalforge.cif.preprocess import structure_to_canonical
+
+    huge = Structure(Lattice.cubic(1e6), ["Na"], [[0, 0, 0]])
+    with pytest.raises(CIFError, match="beyond"):
+        structure_to_canonical(huge)
+
+
+# -- the parallel map survives dead and hung workers ----------------------------------------
+
+def _task(x: int) -> int:
+    if x == 3:
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if x == 5:
+        raise ValueError("bad item")
+    if x == 6:
+        sys.exit(2)
+    if x == 7:
+        time.sleep(60)
+    return x * x
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_imap_progress_survives_a_segfault_a_hang_and_sys_exit(workers):
+    start = time.monotonic()
+    results = list(imap_progress(_task, range(10), workers=workers, progress=False, timeout=1.5,
+                                 crash_label="the CIF parser"))
+    assert time.monotonic() - start < 10
+    assert [ok for ok, _ in results] == [True, True, True, False, True, False, False, False, True, True]
+    assert [value for ok, value in results if ok] == [0, 1, 4, 16, 64, 81]
+    assert results[3][1] == "crashed the CIF parser, signal 11 (SIGSEGV)"
+    assert results[5][1] == "ValueError: bad item"
+    assert results[6][1].startswith("SystemExit")
+    assert results[7][1] == "timed out after 1.5 s"
+
+
+def test_imap_progress_many_items_in_order_and_workers_are_gone_after():
+    import multiprocessing
+
+    assert [v for _, v in imap_progress(abs, range(-300, 0), workers=2, progress=False)] == list(range(300, 0, -1))
+    assert multiprocessing.active_children() == []
+    stream = imap_progress(_task, [1, 7, 2], workers=2, progress=False)
+    assert next(stream) == (True, 1)
+    stream.close()  # stop early while a worker sleeps: it is killed, nothing waits
+    assert multiprocessing.active_children() == []
+
+
+def test_unpicklable_result_fails_that_item_only():
+    results = list(imap_progress(lambda x: (lambda: x) if x == 1 else x, range(3), workers=1, progress=False))
+    assert results[0] == (True, 0) and results[2] == (True, 2)
+    assert results[1][0] is False and "could not be sent back" in results[1][1]
+
+
+# -- batch commands: one file that kills the parser does not take the rest with it ----------
+
+@pytest.fixture
+def crash_folder(tmp_path, monkeypatch):
+    """Three good CIFs and one with a NaN cell, with the pre-checks switched off, so the
+    NaN really reaches spglib and kills the worker with SIGSEGV (as before the fix)."""
+    import crystalforge.cif.preprocess as preprocess
+
+    monkeypatch.setattr(preprocess, "check_cif_text", lambda cif: None)
+    monkeypatch.setattr(preprocess, "check_structure", lambda structure: None)
+    folder = tmp_path / "raw"
+    write_cifs(folder, [(f"good{i}", cif) for i, (_, cif) in enumerate(RAW[:3])]
+               + [("nan_cell", _set(RAW[0][1], "_cell_length_a", "nan"))])
+    return folder
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_preprocess_cli_survives_a_worker_killed_by_sigsegv(crash_folder, tmp_path, workers):
+    out = tmp_path / f"out{workers}"
+    start = time.monotonic()
+    result = CliRunner().invoke(cli, ["preprocess", str(crash_folder), str(out), "-j", workers, "--no-progress"])
+    assert time.monotonic() - start < 60
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["good0.cif", "good1.cif", "good2.cif"]
+    failures = (tmp_path / f"out{workers}_failures.csv").read_text()
+    assert "nan_cell,\"crashed the CIF parser, signal 11 (SIGSEGV)\"" in failures
+
+
+def test_data_prepare_preprocess_step_survives_a_worker_killed_by_sigsegv(crash_folder):
+    from crystalforge.data.pipeline import preprocess_items
+
+    items = [(p.stem, p.read_text()) for p in sorted(crash_folder.iterdir())]
+    step = preprocess_items(items, workers=2, progress=False)
+    assert [name for name, _ in step.items] == ["good0", "good1", "good2"]
+    assert [(f.name, f.error) for f in step.failures] == [("nan_cell", "crashed the CIF parser, signal 11 (SIGSEGV)")]
+
+
+class _Segfaulting:
+    """A validator that kills its process on one CIF (stands in for a crash in C code)."""
+
+    def check(self, cif, context):
+        if "Cd" in cif:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return True
+
+
+class _Hanging:
+    """A validator that never returns (until the test releases it)."""
+
+    release = threading.Event()
+
+    def check(self, cif, context):
+        while not self.release.wait(0.05):
+            pass
+        return True
+
+
+def _register(plugin_manager, name, factory):
+    from crystalforge import hookimpl
+
+    class _Plugin:
+        @staticmethod
+        @hookimpl
+        def register_validators(register):
+            register(name, factory, description=f"test validator {name}")
+
+    plugin_manager.register(_Plugin(), name=f"{name}-plugin")
+    return plugin_manager
+
+
+def test_validate_and_evaluate_cli_survive_a_worker_killed_by_sigsegv(tmp_path, plugin_manager):
+    from crystalforge.cif.postprocess import postprocess_cif
+    from crystalforge.cif.preprocess import preprocess_cif
+
+    _register(plugin_manager, "segfaulting", _Segfaulting)
+    cifs = [(name, postprocess_cif(preprocess_cif(cif))) for name, cif in RAW[:2]]
+    assert sum("Cd" in cif for _, cif in cifs) == 1
+    write_cifs(tmp_path / "cifs", cifs)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["validate", str(tmp_path / "cifs"), "-j", "2", "--json", "--no-progress"],
+                           obj={"plugin_manager": plugin_manager})
+    assert result.exit_code == 0, result.output
+    rows = {row["name"]: row for row in json.loads(result.output)["results"]}
+    crashed = [row for row in rows.values() if "error" in row]
+    assert len(rows) == 2 and len(crashed) == 1
+    assert crashed[0]["error"] == "crashed the CIF parser, signal 11 (SIGSEGV)"
+    assert sum("segfaulting" in row for row in rows.values()) == 1
+    result = runner.invoke(cli, ["evaluate", str(tmp_path / "cifs"), "-o", str(tmp_path / "e.csv"), "--quiet"],
+                           obj={"plugin_manager": plugin_manager})
+    assert result.exit_code == 0, result.output
+    assert "CIFs evaluated:                2" in result.output
+    assert (tmp_path / "e.csv").read_text().count("crashed the CIF parser, signal 11") == 1
+
+
+def test_evaluate_survives_a_nan_cell(tmp_path, plugin_manager):
+    from crystalforge.evaluation.evaluate import evaluate_source
+
+    write_cifs(tmp_path / "cifs", [("good", RAW[1][1]), ("nan", _set(RAW[0][1], "_cell_angle_alpha", "nan"))])
+    result = evaluate_source(tmp_path / "cifs", plugin_manager=plugin_manager, progress=False)
+    rows = {row["name"]: row for row in result.rows}
+    assert rows["good"]["parsed"] is True
+    assert rows["nan"]["parsed"] is False and "not a number" in rows["nan"]["error"]
+    assert rows["nan"]["is_valid"] is False
+
+
+# -- checks under a time limit --------------------------------------------------------------
+
+def test_a_hanging_check_times_out_and_the_report_goes_on(plugin_manager):
+    from crystalforge.validation.report import validate
+
+    _register(plugin_manager, "hanging", _Hanging)
+    _Hanging.release.clear()
+    cif = RAW[1][1]
+    try:
+        start = time.monotonic()
+        report = validate(cif, plugin_manager=plugin_manager, timeout=0.5)
+        assert time.monotonic() - start < 20
+        assert report.checks["hanging"].passed is False
+        assert report.checks["hanging"].message == "timed out after 0.5 s"
+        assert report.checks["cell_sanity"].passed is True  # the other checks ran
+        start = time.monotonic()
+        again = validate(cif, plugin_manager=plugin_manager, timeout=0.5)
+        assert time.monotonic() - start < 20
+        assert "timed out" in again.checks["hanging"].message
+    finally:
+        _Hanging.release.set()
+
+
+def test_validate_cli_with_a_hanging_plugin_finishes(tmp_path, plugin_manager):
+    _register(plugin_manager, "hanging", _Hanging)
+    _Hanging.release.clear()
+    write_cifs(tmp_path / "cifs", RAW[:3])
+    try:
+        start = time.monotonic()
+        result = CliRunner().invoke(cli, ["validate", str(tmp_path / "cifs"), "--check-timeout", "0.5",
+                                          "--require", "hanging", "--no-progress"],
+                                    obj={"plugin_manager": plugin_manager})
+        assert time.monotonic() - start < 60
+    finally:
+        _Hanging.release.set()
+    assert result.exit_code == 0, result.output
+    assert "0/3 valid" in result.output and "hanging: timed out after 0.5 s" in result.output
+
+
+# -- compositions -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("composition, expected", [
+    ("Ca1e9Ti", "exponent notation"),
+    ("CaTi1E3O3", "exponent notation"),
+    ("Ca0Ti1O3", "zero count of Ca"),
+    ("Fe0.5O", "fractional count of Fe"),
+    ("Ca1000TiO3", "more than the 1,000"),
+    ("Ca9999999", "more than the 1,000"),
+    ("Ca(OH)0", "zero count"),
+    ("2CaO", "follows no element"),
+    ("Ca)O(", "unbalanced"),
+    ("Ca-1O", "malformed"),
+    ("", "empty composition"),
+])
+def test_bad_compositions_are_refused_before_work(composition, expected):
+    from crystalforge.cif.prompt import make_prompt
+    from crystalforge.generation.runner import make_spec
+
+    with pytest.raises(CompositionError, match=expected):
+        make_prompt(composition)
+    with pytest.raises(CompositionError, match=expected):
+        make_spec(composition, "Pm-3m")
+    result = CliRunner().invoke(cli, ["prompt", composition])
+    assert result.exit_code != 0 and len(result.output.strip().splitlines()) == 1
+
+
+def test_good_compositions_and_z_bound():
+    from crystalforge.cif.prompt import make_prompt
+
+    assert make_prompt("Ca(OH)2") == "data_Ca1H2O2\n"
+    assert make_prompt("Sr2 Ti2 O6") == "data_Sr2Ti2O6\n"
+    assert make_prompt("NaCl2.0") == "data_Na1Cl2\n"
+    assert make_prompt("NaCl", z=4) == "data_Na4Cl4\n"
+    with pytest.raises(CompositionError, match="2,000,000 atoms"):
+        make_prompt("NaCl", z=10**6)
