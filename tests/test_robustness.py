@@ -212,6 +212,7 @@ def _register(plugin_manager, name, factory):
     return plugin_manager
 
 
+@pytest.mark.slow
 def test_validate_and_evaluate_cli_survive_a_worker_killed_by_sigsegv(tmp_path, plugin_manager):
     from crystalforge.cif.postprocess import postprocess_cif
     from crystalforge.cif.preprocess import preprocess_cif
@@ -322,3 +323,50 @@ def test_good_compositions_and_z_bound():
     assert make_prompt("NaCl", z=4) == "data_Na4Cl4\n"
     with pytest.raises(CompositionError, match="2,000,000 atoms"):
         make_prompt("NaCl", z=10**6)
+
+
+# -- checkpoints are judged from their shapes before anything is allocated -------------------
+
+def _tiny_checkpoint(path, **claims):
+    import torch
+
+    from crystalforge.model.gpt import GPT, GPTConfig
+
+    config = GPTConfig(n_layer=1, n_head=2, n_embd=8, block_size=8, vocab_size=371)
+    args = dict(config.to_dict(), **claims)
+    torch.save({"model": GPT(config).state_dict(), "model_args": args}, path)
+    return path
+
+
+HUGE_CLAIMS = [
+    ({"n_layer": 4000, "n_embd": 4096, "n_head": 32}, "claim 4,000 layers, its weights hold 1"),
+    ({"n_embd": 65536, "n_head": 2}, "has shape (371, 8), model_args imply (371, 65536)"),
+    ({"block_size": 10**9}, "transformer.wpe.weight has shape (8, 8)"),
+]
+
+
+def test_a_checkpoint_claiming_a_huge_model_is_refused_before_allocation(tmp_path):
+    """In a subprocess capped at 4 GiB of address space beyond what it has: building the
+    claimed model first (the old order) dies with an allocation error, not CheckpointError."""
+    paths = [str(_tiny_checkpoint(tmp_path / f"ckpt{i}.pt", **claims)) for i, (claims, _) in enumerate(HUGE_CLAIMS)]
+    result = _python("""
+        import json, resource, sys, time
+        import torch
+        from crystalforge.model.checkpoint import load_model
+        used = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+        resource.setrlimit(resource.RLIMIT_AS, (used + 4 * 2**30, resource.RLIM_INFINITY))
+        for path in json.loads(sys.stdin.read()):
+            start = time.monotonic()
+            try:
+                load_model(path)
+                print("LOADED")
+            except BaseException as exc:
+                text = str(exc).splitlines()[0] if str(exc) else ""
+                print(type(exc).__name__, "|", text, "|", time.monotonic() - start)
+    """, stdin=json.dumps(paths))
+    assert result.returncode == 0, result.stderr[-500:]
+    lines = result.stdout.strip().splitlines()[-len(HUGE_CLAIMS):]
+    for line, (_, expected) in zip(lines, HUGE_CLAIMS):
+        kind, message, seconds = line.split(" | ")
+        assert kind == "CheckpointError" and expected in message, line
+        assert float(seconds) < 5
