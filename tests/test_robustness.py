@@ -370,3 +370,44 @@ def test_a_checkpoint_claiming_a_huge_model_is_refused_before_allocation(tmp_pat
         kind, message, seconds = line.split(" | ")
         assert kind == "CheckpointError" and expected in message, line
         assert float(seconds) < 5
+
+
+# -- temp files left by kill -9 are removed when a run folder is resumed ---------------------
+
+def _killed_mid_write(folder) -> None:
+    """A real process killed with SIGKILL inside the atomic writer, as ``kill -9`` would."""
+    result = _python(f"""
+        import os, signal
+        from crystalforge.cif.io import atomic_writer
+        with atomic_writer({str(folder / "Na1Cl1_any_0.cif")!r}) as handle:
+            handle.write(b"half a CIF")
+            handle.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    assert result.returncode == -signal.SIGKILL
+
+
+def test_temp_files_of_a_killed_writer_are_recognizable_and_removed(tmp_path):
+    from crystalforge.cif.io import TEMP_SUFFIX, remove_stale_temp_files
+
+    _killed_mid_write(tmp_path)
+    (tmp_path / ".user-notes.tmp").write_text("not ours")
+    left = [p for p in tmp_path.iterdir() if p.name.endswith(TEMP_SUFFIX)]
+    assert len(left) == 1 and left[0].name.startswith(".Na1Cl1_any_0.cif.")
+    assert remove_stale_temp_files(tmp_path) == left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".user-notes.tmp"]
+
+
+def test_resumed_run_removes_temp_files_left_by_kill_9(cf_tiny_model, plugin_manager, tmp_path):
+    from crystalforge.cif.io import TEMP_SUFFIX
+
+    out = tmp_path / "out"
+    args = ["run", "NaCl", "-n", "1", "--model", str(cf_tiny_model), "--out", str(out), "--device", "cpu",
+            "--no-progress", "-o", "max_new_tokens=40"]
+    assert CliRunner().invoke(cli, args, obj={"plugin_manager": plugin_manager}).exit_code == 0
+    _killed_mid_write(out)
+    assert any(p.name.endswith(TEMP_SUFFIX) for p in out.iterdir())
+    result = CliRunner().invoke(cli, [*args[:3], "2", *args[4:]], obj={"plugin_manager": plugin_manager})
+    assert result.exit_code == 0, result.output
+    assert not any(p.name.endswith(TEMP_SUFFIX) for p in out.iterdir())
+    assert (out / "Na1Cl1_any_1.cif").is_file()

@@ -20,6 +20,9 @@ from typing import IO, Iterable, Iterator
 from ..errors import CIFError, DataError
 
 CIF_SUFFIXES = (".cif",)
+#: how the atomic writer's temp files end (``.<name>.<random>.crystalforge-tmp``), so a
+#: folder left by a killed process can be cleaned without touching anything else
+TEMP_SUFFIX = ".crystalforge-tmp"
 TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 
 csv.field_size_limit(2**31 - 1)
@@ -173,11 +176,13 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[IO[bytes]]:
 
     The data goes to a temp file in the same folder (flushed and fsynced), which is then
     renamed over ``path``; on any error the temp file is removed and ``path`` is untouched.
-    Streaming, so large files (checkpoints) need not fit in memory twice.
+    Streaming, so large files (checkpoints) need not fit in memory twice. A process killed
+    mid-write (``kill -9``) leaves its temp file, named ``.<name>.<random>``
+    :data:`TEMP_SUFFIX`; :func:`remove_stale_temp_files` removes such leftovers.
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=TEMP_SUFFIX)
     try:
         # mkstemp creates 0600 files; give the result the usual umask-based mode
         umask = os.umask(0)
@@ -194,6 +199,27 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[IO[bytes]]:
         except OSError:
             pass
         raise
+
+
+def remove_stale_temp_files(folder: str | os.PathLike, *, recursive: bool = False) -> list[Path]:
+    """Remove the temp files :func:`atomic_writer` left in ``folder`` when its process died.
+
+    Call it only where no other process is writing into ``folder`` (e.g. when a run folder
+    is resumed, before any new write). Returns the paths removed; a missing folder is empty.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    found = root.rglob(f".*{TEMP_SUFFIX}") if recursive else root.glob(f".*{TEMP_SUFFIX}")
+    removed = []
+    for path in sorted(found):
+        try:
+            if path.is_file() and not path.is_symlink():
+                path.unlink()
+                removed.append(path)
+        except OSError:  # vanished or not ours to remove: leave it
+            continue
+    return removed
 
 
 def output_kind(path: str | os.PathLike) -> str:

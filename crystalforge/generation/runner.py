@@ -561,13 +561,15 @@ def run_to_folder(
 
     from tqdm.auto import tqdm
 
-    from ..cif.io import atomic_write_text
+    from ..cif.io import atomic_write_text, remove_stale_temp_files
     from .shard import DistContext, shard
 
     context = context or DistContext()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     check_manifest(out, settings)
+    if context.is_main:  # temp files of a run killed mid-write; nobody writes before the barrier
+        remove_stale_temp_files(out)
     done = read_rows(out)
     wanted = [(spec, i) for spec in specs for i in range(n)]
     missing = [(spec, i) for spec, i in wanted if f"{spec.key}_{i}" not in done]
