@@ -411,3 +411,72 @@ def test_resumed_run_removes_temp_files_left_by_kill_9(cf_tiny_model, plugin_man
     assert result.exit_code == 0, result.output
     assert not any(p.name.endswith(TEMP_SUFFIX) for p in out.iterdir())
     assert (out / "Na1Cl1_any_1.cif").is_file()
+
+
+# -- a ZMQ scorer with no server is reported within seconds ----------------------------------
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_zmq_scorer_without_a_server_fails_fast_with_one_clear_error():
+    from crystalforge.errors import ScorerError
+    from crystalforge.scoring.zmq_client import ZMQScorer
+
+    client = ZMQScorer(port=_free_port())  # the default 30 s per request
+    try:
+        start = time.monotonic()
+        with pytest.raises(ScorerError, match=r"no scoring server at tcp://127.0.0.1:\d+ \(connection refused\)"):
+            client.score_many(["data_x\n"])
+        assert time.monotonic() - start < 7
+        assert client.stats["requests"] == 0
+    finally:
+        client.close()
+
+
+def test_zmq_probe_sees_a_plain_tcp_listener_is_no_zmq_server():
+    import socket
+
+    from crystalforge.errors import ScorerError
+    from crystalforge.scoring.zmq_client import ZMQScorer
+
+    with socket.socket() as listener:  # accepts connections but never speaks ZeroMQ
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        client = ZMQScorer(port=listener.getsockname()[1], probe_timeout=1.0)
+        try:
+            start = time.monotonic()
+            with pytest.raises(ScorerError, match="no ZeroMQ handshake within 1 s"):
+                client.check_alive()
+            assert time.monotonic() - start < 4
+        finally:
+            client.close()
+
+
+def test_zmq_probe_passes_with_a_live_server_and_sends_nothing():
+    from crystalforge.scoring.random import RandomScorer
+    from crystalforge.scoring.server import ScorerServer
+    from crystalforge.scoring.zmq_client import ZMQScorer
+
+    with ScorerServer(RandomScorer(seed=1), port=0) as server:
+        client = ZMQScorer(port=server.port, timeout=5)
+        try:
+            client.check_alive()
+            assert server.requests == 0
+            assert len(client.score_many(["a", "b"])) == 2 and server.requests == 2
+        finally:
+            client.close()
+
+
+def test_run_with_a_dead_zmq_scorer_stops_before_generating(cf_tiny_model, plugin_manager, tmp_path):
+    start = time.monotonic()
+    result = CliRunner().invoke(cli, ["run", "NaCl", "-n", "2", "--model", str(cf_tiny_model), "--out",
+                                      str(tmp_path / "out"), "--device", "cpu", "--no-progress", "--scorer", "zmq",
+                                      "--scorer-opt", f"port={_free_port()}"], obj={"plugin_manager": plugin_manager})
+    assert time.monotonic() - start < 15
+    assert result.exit_code == 1
+    assert "no scoring server at tcp://127.0.0.1" in result.output and len(result.output.strip().splitlines()) == 1

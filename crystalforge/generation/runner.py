@@ -409,6 +409,8 @@ def make_pipeline(
         checks = validators(plugin_manager, require)
     built_scorer = build_scorer(plugin_manager, scorer, scorer_options)
     try:
+        if callable(getattr(built_scorer, "check_alive", None)):
+            built_scorer.check_alive()  # a dead scoring server is reported now, not per request
         if model is None or isinstance(model, (str, os.PathLike)):
             from ..model.checkpoint import load_model
 
