@@ -480,3 +480,53 @@ def test_run_with_a_dead_zmq_scorer_stops_before_generating(cf_tiny_model, plugi
     assert time.monotonic() - start < 15
     assert result.exit_code == 1
     assert "no scoring server at tcp://127.0.0.1" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+class _AlwaysSegfaulting:
+    """A validator whose every call kills its process (a crash in C code on every CIF)."""
+
+    def check(self, cif, context):
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+
+class _HangingAlways:
+    """A validator plugin whose check never returns (until the test releases it)."""
+
+    release = threading.Event()
+
+    def check(self, cif, context):
+        self.release.wait()
+        return True
+
+
+def test_run_validation_workers_survive_a_segfault(cf_tiny_model, plugin_manager):
+    from crystalforge import generate
+
+    _register(plugin_manager, "segv", _AlwaysSegfaulting)
+    start = time.monotonic()
+    candidates = generate("NaCl", n=3, model=str(cf_tiny_model), plugin_manager=plugin_manager, workers=2,
+                          search_options={"max_new_tokens": 40})
+    assert time.monotonic() - start < 120
+    assert len(candidates) == 3
+    for candidate in candidates:
+        assert candidate.report.checks["segv"].message == "crashed the CIF parser, signal 11 (SIGSEGV)"
+        assert not candidate.is_valid
+
+
+def test_run_with_a_hanging_validator_goes_on(cf_tiny_model, plugin_manager, monkeypatch):
+    from crystalforge import generate
+
+    monkeypatch.setenv("CRYSTALFORGE_CHECK_TIMEOUT", "0.5")
+    _register(plugin_manager, "stuck", _HangingAlways)
+    _HangingAlways.release.clear()
+    try:
+        start = time.monotonic()
+        candidates = generate("NaCl", n=3, model=str(cf_tiny_model), plugin_manager=plugin_manager,
+                              search_options={"max_new_tokens": 40})
+        assert time.monotonic() - start < 60
+    finally:
+        _HangingAlways.release.set()
+    messages = [c.report.checks["stuck"].message for c in candidates]
+    assert len(messages) == 3 and messages[0] == "timed out after 0.5 s"
+    assert all("timed out" in m for m in messages)  # later ones: the abandoned call still runs
+    assert all(c.report.checks["formula_consistency"].message for c in candidates)  # the rest ran

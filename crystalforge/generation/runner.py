@@ -302,15 +302,17 @@ class Pipeline:
                 candidate.report = self.validate(candidate.text)
             return
         from ..parallel import imap_progress
+        from ..validation.report import failed_report
 
         global _WORKER_CHECKS
         _WORKER_CHECKS = self.checks  # forked workers inherit the built validators
         try:
             results = imap_progress(_validate_in_worker, [c.text for c in candidates], workers=self.workers,
-                                    progress=False, chunksize=1)
+                                    progress=False, chunksize=1, crash_label="the CIF parser")
             for candidate, (ok, report) in zip(candidates, results):
-                # a worker that died on an item: validate it here instead (never raises)
-                candidate.report = report if ok else self.validate(candidate.text)
+                # a worker that died on an item (e.g. SIGSEGV in C code): its checks fail with
+                # the reason; validating it again here could take this process down too
+                candidate.report = report if ok else failed_report(self.checks, str(report))
         finally:
             _WORKER_CHECKS = None
 

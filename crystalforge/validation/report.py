@@ -268,6 +268,15 @@ def _call_check(instance: Any, cif: str, context: ValidationContext) -> tuple[bo
         return False, exc
 
 
+def failed_report(built: list[tuple[str, Any, bool]], message: str) -> ValidityReport:
+    """Return a report in which every validator of ``built`` failed with ``message``
+    (for a CIF whose validation could not finish, e.g. its worker process crashed)."""
+    report = ValidityReport()
+    for name, _, required in built:
+        report.checks[name] = CheckResult(name, False, None, message, required)
+    return report
+
+
 def validate(cif: str, *, plugin_manager=None, require: Sequence[str] = (),
              timeout: float | None | str = "default") -> ValidityReport:
     """Run every registered validator on ``cif`` and return the report.
