@@ -24,6 +24,8 @@ MAX_LINE_CHARS = 2048
 MAX_SITE_ROWS = 5000
 #: site rows x symmetry operators: bounds the positions a parser generates before merging
 MAX_EXPANDED_POSITIONS = 10000
+#: symmetry operators listed in one data block: no space group has more general positions
+MAX_SYMMETRY_OPERATORS = 192
 #: atoms in a parsed structure handed to symmetry analysis
 MAX_ATOMS = 10000
 #: digits in one number (a float has 17 significant digits; more is noise or an attack)
@@ -41,6 +43,7 @@ _DATA_RE = re.compile(r"^[ \t]*data_", re.M | re.I)
 _OPERATOR_RE = re.compile(r"^[ \t]*\d+[ \t]+'[^'\n]*'[ \t]*$", re.M)
 _LENGTH_KEYS = ("_cell_length_a", "_cell_length_b", "_cell_length_c")
 _ANGLE_KEYS = ("_cell_angle_alpha", "_cell_angle_beta", "_cell_angle_gamma")
+_OPERATOR_COLUMNS = frozenset({"_symmetry_equiv_pos_as_xyz", "_space_group_symop_operation_xyz"})
 _BOUNDED_COLUMNS = frozenset({
     "_atom_site_fract_x", "_atom_site_fract_y", "_atom_site_fract_z",
     "_atom_site_cartn_x", "_atom_site_cartn_y", "_atom_site_cartn_z", "_atom_site_occupancy",
@@ -53,9 +56,11 @@ def check_cif_text(cif: str) -> None:
     Checked, in this order: size (at most :data:`MAX_CIF_CHARS` characters, lines of at
     most :data:`MAX_LINE_CHARS`), no NUL bytes, no number of more than :data:`MAX_DIGITS`
     digits; per data block: every cell field present is a finite number, lengths
-    positive, angles strictly between 0 and 180 degrees, a cell of non-zero volume; site loops of at most :data:`MAX_SITE_ROWS` rows whose coordinates and
-    occupancies are finite and bounded, and at most :data:`MAX_EXPANDED_POSITIONS` rows x
-    symmetry operators. Fields that are absent are left to the parser to report.
+    positive, angles strictly between 0 and 180 degrees, a cell of non-zero volume; at most
+    :data:`MAX_SYMMETRY_OPERATORS` symmetry operators; site loops of at most
+    :data:`MAX_SITE_ROWS` rows whose coordinates and occupancies are finite and bounded,
+    and at most :data:`MAX_EXPANDED_POSITIONS` rows x symmetry operators. Fields that are
+    absent are left to the parser to report.
     """
     if not isinstance(cif, str):
         raise CIFError(f"CIF must be text, not {type(cif).__name__}")
@@ -156,9 +161,10 @@ def _tokens(line: str) -> list[str]:
     return re.findall(r"'[^']*'|\"[^\"]*\"|\S+", line)
 
 
-def _check_site_loops(block: str) -> None:
+def _loops(block: str) -> list[tuple[list[str], list[str]]]:
+    """Return ``(column names, values)`` of every ``loop_`` of a data block (names lower case)."""
     lines = block.splitlines()
-    operators = len(_OPERATOR_RE.findall(block)) or 1
+    loops = []
     i = 0
     while i < len(lines):
         if lines[i].strip().lower() != "loop_":
@@ -172,12 +178,26 @@ def _check_site_loops(block: str) -> None:
         values: list[str] = []
         while i < len(lines):
             stripped = lines[i].strip()
-            if stripped.startswith(("_", "loop_", "data_")) or stripped.lower() == "loop_":
+            if stripped.startswith(("_", "data_")) or stripped.lower() == "loop_":
                 break
             if stripped and not stripped.startswith("#"):
                 values.extend(_tokens(stripped))
             i += 1
-        if not columns or not columns[0].startswith("_atom_site_") or columns[0].startswith("_atom_site_aniso"):
+        if columns:
+            loops.append((columns, values))
+    return loops
+
+
+def _check_site_loops(block: str) -> None:
+    loops = _loops(block)
+    operators = max((len(values) // len(columns) for columns, values in loops
+                     if any(c in _OPERATOR_COLUMNS for c in columns)), default=0)
+    operators = max(operators, len(_OPERATOR_RE.findall(block)), 1)
+    if operators > MAX_SYMMETRY_OPERATORS:
+        raise CIFError(f"CIF lists {operators:,} symmetry operators; no space group has more than "
+                       f"{MAX_SYMMETRY_OPERATORS}")
+    for columns, values in loops:
+        if not columns[0].startswith("_atom_site_") or columns[0].startswith("_atom_site_aniso"):
             continue
         rows = len(values) // len(columns)
         if rows > MAX_SITE_ROWS:
