@@ -530,3 +530,17 @@ def test_run_with_a_hanging_validator_goes_on(cf_tiny_model, plugin_manager, mon
     assert len(messages) == 3 and messages[0] == "timed out after 0.5 s"
     assert all("timed out" in m for m in messages)  # later ones: the abandoned call still runs
     assert all(c.report.checks["formula_consistency"].message for c in candidates)  # the rest ran
+
+
+def test_an_oversized_file_is_not_read_and_fails_alone(tmp_path):
+    from crystalforge.cif.io import iter_cifs, read_text_file
+    from crystalforge.cif.safety import MAX_CIF_CHARS
+
+    folder = tmp_path / "cifs"
+    folder.mkdir()
+    (folder / "good.cif").write_text(RAW[0][1])
+    with open(folder / "huge.cif", "wb") as handle:  # sparse: 4 MB + 1 of zeros on disk for free
+        handle.truncate(4 * MAX_CIF_CHARS + 1)
+    with pytest.raises(CIFError, match="more than a CIF may be"):
+        read_text_file(folder / "huge.cif")
+    assert [(name, bool(text)) for name, text in iter_cifs(folder)] == [("good", True), ("huge", False)]

@@ -53,10 +53,16 @@ def read_text_file(path: str | os.PathLike) -> str:
     """Return a CIF file's text.
 
     Raises:
-        CIFError: the file is empty, binary, or not UTF-8/latin-1 text.
+        CIFError: the file is empty, binary, too large (over 4 bytes per allowed CIF
+            character), or not UTF-8/latin-1 text.
     """
+    from .safety import MAX_CIF_CHARS
+
     p = Path(path)
     try:
+        size = p.stat().st_size
+        if size > 4 * MAX_CIF_CHARS:  # utf-8: at most 4 bytes a character; not read at all
+            raise CIFError(f"{p}: file is {size:,} bytes, more than a CIF may be ({MAX_CIF_CHARS:,} characters)")
         data = p.read_bytes()
     except OSError as exc:
         raise CIFError(f"{p}: cannot read file ({exc.strerror})") from None
@@ -115,10 +121,15 @@ def _iter_tar(path: Path) -> Iterator[tuple[str, str]]:
         with tarfile.open(path, "r:*") as tar:
             members = sorted((m for m in tar.getmembers() if m.isfile() and m.name.lower().endswith(CIF_SUFFIXES)),
                              key=lambda m: m.name)
+            from .safety import MAX_CIF_CHARS
+
             for member in members:
+                name = Path(member.name).with_suffix("").as_posix().lstrip("./")
+                if member.size > 4 * MAX_CIF_CHARS:  # not read: a batch run lists it as failed
+                    yield name, ""
+                    continue
                 handle = tar.extractfile(member)
                 data = handle.read() if handle is not None else b""
-                name = Path(member.name).with_suffix("").as_posix().lstrip("./")
                 try:
                     yield name, decode_cif_bytes(data, member.name)
                 except CIFError:
