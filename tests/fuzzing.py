@@ -263,7 +263,10 @@ def run_mutants(mutants: list[dict], targets=TARGETS, *, call_limit: float = 20.
                 buffer += chunk
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
-                    message = json.loads(line)
+                    try:
+                        message = json.loads(line)
+                    except ValueError:  # not the protocol's: ignore
+                        continue
                     if "start" in message:
                         current, began = message["start"], time.monotonic()
                     else:
@@ -285,6 +288,12 @@ def _child(job: str, start: int) -> None:
     """Run calls ``start...`` of the job, printing a start line and a result line for each."""
     with open(job, encoding="utf-8", errors="surrogatepass") as handle:
         spec = json.load(handle)
+    # the protocol gets its own copy of stdout; anything the code under test prints (or its
+    # C libraries write to fd 1) goes to /dev/null instead of corrupting the protocol
+    out = os.fdopen(os.dup(1), "wb", buffering=0)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    sys.stdout = open(os.devnull, "w")
     os.environ.setdefault("CRYSTALFORGE_CHECK_TIMEOUT", str(spec["check_timeout"]))
     import crystalforge as cf
     from crystalforge.errors import CrystalforgeError
@@ -301,7 +310,6 @@ def _child(job: str, start: int) -> None:
         pass
     functions = {"tokenize": tokenizer.encode, "preprocess": cf.preprocess_cif,
                  "postprocess": cf.postprocess_cif, "validate": cf.validate}
-    out = sys.stdout.buffer
     for position in range(start, len(spec["calls"])):
         index, target = spec["calls"][position]
         mutant = spec["mutants"][index]
