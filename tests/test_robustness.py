@@ -298,7 +298,7 @@ def test_validate_cli_with_a_hanging_plugin_finishes(tmp_path, plugin_manager):
     ("Ca9999999", "more than the 1,000"),
     ("Ca(OH)0", "zero count"),
     ("2CaO", "follows no element"),
-    ("Ca)O(", "unbalanced"),
+    ("Ca)O(", "cannot read composition"),
     ("Ca-1O", "malformed"),
     ("", "empty composition"),
 ])

@@ -76,7 +76,6 @@ def _check_counts(cleaned: str, shown: str) -> None:
     """Walk the formula token by token: every count must be a whole number of at least 1."""
     position = 0
     previous = None  # what a count would multiply: an element symbol or a closing bracket
-    depth = 0
     while position < len(cleaned):
         match = _TOKEN_RE.match(cleaned, position)
         if match is None or match.end() == position:
@@ -86,12 +85,8 @@ def _check_counts(cleaned: str, shown: str) -> None:
         if symbol is not None:
             previous = symbol
         elif opening is not None:
-            depth += 1
             previous = None
-        elif closing is not None:
-            depth -= 1
-            if depth < 0:
-                raise CompositionError(f"malformed composition {shown!r}: unbalanced brackets")
+        elif closing is not None:  # unbalanced brackets are left to pymatgen's reader to report
             previous = "the group before it"
         elif count is not None:
             if previous is None:
@@ -108,5 +103,3 @@ def _check_counts(cleaned: str, shown: str) -> None:
                                        "give whole atom counts")
             previous = None
         position = match.end()
-    if depth != 0:
-        raise CompositionError(f"malformed composition {shown!r}: unbalanced brackets")

@@ -251,6 +251,8 @@ def _run_check(name: str, instance: Any, cif: str, context: ValidationContext, r
             return CheckResult(name, False, None, f"timed out after {timeout:g} s", required)
         outcome = box.get("outcome", (False, RuntimeError("check thread ended without a result")))
     ok, value = outcome
+    if not ok and not isinstance(value, Exception):
+        raise value  # KeyboardInterrupt or SystemExit raised by the check: stop, as it asked
     if ok:
         try:
             return _as_result(name, value, required)
@@ -261,10 +263,14 @@ def _run_check(name: str, instance: Any, cif: str, context: ValidationContext, r
 
 
 def _call_check(instance: Any, cif: str, context: ValidationContext) -> tuple[bool, Any]:
+    """Return ``(True, result)`` or ``(False, exception)``; in a thread, a KeyboardInterrupt
+    is handed back too, so the caller re-raises it where it belongs."""
     try:
         return True, instance.check(cif, context)
     except Exception as exc:  # noqa: BLE001 - one check's crash is its own failure
         logger.debug("validator %s raised", type(instance).__name__, exc_info=True)
+        return False, exc
+    except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt / SystemExit: re-raised by the caller
         return False, exc
 
 
