@@ -9,6 +9,11 @@ mutants (e.g. the main branch before a fix).
 
     python bench/fuzz.py --per-family 40 --seed 7
     python bench/fuzz.py --per-family 40 --seed 7 --tree /path/to/other/checkout
+
+Measured 2026-12-02 (2 shared CPU cores), 13 families, 4 targets per mutant:
+seed 8, 60 per family (780 mutants, 3,120 calls): main before the fix 17 mutants killed the
+process with SIGSEGV (2.2%: NaN/inf cells, degenerate angles, a zero length) and 2 calls hung
+past 20 s; this branch 0 crashes, 0 hangs, 0 escaped exceptions, slowest call 10.1 s.
 """
 
 from __future__ import annotations
