@@ -20,6 +20,9 @@ from typing import IO, Iterable, Iterator
 from ..errors import CIFError, DataError
 
 CIF_SUFFIXES = (".cif",)
+#: how the atomic writer's temp files end (``.<name>.<random>.crystalforge-tmp``), so a
+#: folder left by a killed process can be cleaned without touching anything else
+TEMP_SUFFIX = ".crystalforge-tmp"
 TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 
 csv.field_size_limit(2**31 - 1)
@@ -50,10 +53,16 @@ def read_text_file(path: str | os.PathLike) -> str:
     """Return a CIF file's text.
 
     Raises:
-        CIFError: the file is empty, binary, or not UTF-8/latin-1 text.
+        CIFError: the file is empty, binary, too large (over 4 bytes per allowed CIF
+            character), or not UTF-8/latin-1 text.
     """
+    from .safety import MAX_CIF_CHARS
+
     p = Path(path)
     try:
+        size = p.stat().st_size
+        if size > 4 * MAX_CIF_CHARS:  # utf-8: at most 4 bytes a character; not read at all
+            raise CIFError(f"{p}: file is {size:,} bytes, more than a CIF may be ({MAX_CIF_CHARS:,} characters)")
         data = p.read_bytes()
     except OSError as exc:
         raise CIFError(f"{p}: cannot read file ({exc.strerror})") from None
@@ -112,10 +121,15 @@ def _iter_tar(path: Path) -> Iterator[tuple[str, str]]:
         with tarfile.open(path, "r:*") as tar:
             members = sorted((m for m in tar.getmembers() if m.isfile() and m.name.lower().endswith(CIF_SUFFIXES)),
                              key=lambda m: m.name)
+            from .safety import MAX_CIF_CHARS
+
             for member in members:
+                name = Path(member.name).with_suffix("").as_posix().lstrip("./")
+                if member.size > 4 * MAX_CIF_CHARS:  # not read: a batch run lists it as failed
+                    yield name, ""
+                    continue
                 handle = tar.extractfile(member)
                 data = handle.read() if handle is not None else b""
-                name = Path(member.name).with_suffix("").as_posix().lstrip("./")
                 try:
                     yield name, decode_cif_bytes(data, member.name)
                 except CIFError:
@@ -163,11 +177,13 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[IO[bytes]]:
 
     The data goes to a temp file in the same folder (flushed and fsynced), which is then
     renamed over ``path``; on any error the temp file is removed and ``path`` is untouched.
-    Streaming, so large files (checkpoints) need not fit in memory twice.
+    Streaming, so large files (checkpoints) need not fit in memory twice. A process killed
+    mid-write (``kill -9``) leaves its temp file, named ``.<name>.<random>``
+    :data:`TEMP_SUFFIX`; :func:`remove_stale_temp_files` removes such leftovers.
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=TEMP_SUFFIX)
     try:
         # mkstemp creates 0600 files; give the result the usual umask-based mode
         umask = os.umask(0)
@@ -184,6 +200,27 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[IO[bytes]]:
         except OSError:
             pass
         raise
+
+
+def remove_stale_temp_files(folder: str | os.PathLike, *, recursive: bool = False) -> list[Path]:
+    """Remove the temp files :func:`atomic_writer` left in ``folder`` when its process died.
+
+    Call it only where no other process is writing into ``folder`` (e.g. when a run folder
+    is resumed, before any new write). Returns the paths removed; a missing folder is empty.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    found = root.rglob(f".*{TEMP_SUFFIX}") if recursive else root.glob(f".*{TEMP_SUFFIX}")
+    removed = []
+    for path in sorted(found):
+        try:
+            if path.is_file() and not path.is_symlink():
+                path.unlink()
+                removed.append(path)
+        except OSError:  # vanished or not ours to remove: leave it
+            continue
+    return removed
 
 
 def output_kind(path: str | os.PathLike) -> str:

@@ -20,6 +20,7 @@ import warnings
 from ..errors import CIFError
 from .extract import extract_formula, extract_z
 from .properties import atom_props_block, remove_atom_props_block
+from .safety import check_cif_text, check_structure
 from .symmetry import collapse_symmetry_loop
 
 SYMPREC = 0.1
@@ -32,14 +33,15 @@ def parse_structure(cif: str):
     """Return the first pymatgen ``Structure`` of a CIF text.
 
     Raises:
-        CIFError: the text is empty or pymatgen cannot read a structure from it.
+        CIFError: the text is empty, holds a value that could crash the parser (see
+            :func:`crystalforge.cif.safety.check_cif_text`), or pymatgen cannot read a
+            structure from it.
     """
     from pymatgen.core import Structure
 
     if not cif or not cif.strip():
         raise CIFError("empty CIF")
-    if "\x00" in cif:
-        raise CIFError("binary data, not a CIF")
+    check_cif_text(cif)  # values that crash spglib/NumPy are refused before pymatgen runs
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -85,7 +87,8 @@ def structure_to_canonical(structure) -> str:
     """Return the canonical training CIF of a pymatgen ``Structure``.
 
     Raises:
-        CIFError: unknown elements, symmetry analysis fails or ``_cell_formula_units_Z`` is 0.
+        CIFError: unknown elements, an unsafe structure (non-finite or degenerate cell,
+            too many sites), symmetry analysis fails or ``_cell_formula_units_Z`` is 0.
     """
     from pymatgen.core import Element
     from pymatgen.io.cif import CifWriter
@@ -94,6 +97,7 @@ def structure_to_canonical(structure) -> str:
                       if not isinstance(e, Element)})
     if unknown:
         raise CIFError(f"unknown element symbol(s): {', '.join(unknown)}")
+    check_structure(structure)
     oxidation_states = _oxidation_states(structure)
     try:
         with warnings.catch_warnings():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 from ..errors import CompositionError, SpaceGroupError
+from .composition import check_atom_count, check_composition
 from .extract import normalize_space_group, parse_composition
 from .properties import atom_props_block
 
@@ -14,13 +15,15 @@ def prompt_formula(composition: str, z: int | None = None) -> str:
     without spaces (``CaTiO3`` gives ``Ca1Ti1O3``), times ``z`` formula units when given.
 
     Raises:
-        CompositionError: bad composition, fractional amounts, or ``z`` not a positive int.
+        CompositionError: bad composition (see :func:`crystalforge.cif.composition.check_composition`),
+            fractional amounts, too many atoms, or ``z`` not a positive int.
     """
-    parsed = parse_composition(composition)
+    parsed = check_composition(composition)  # exponents, zero/fractional counts, size
     if z is not None:
         if isinstance(z, bool) or not isinstance(z, int) or z < 1:
             raise CompositionError(f"Z must be a whole number of at least 1, got {z!r}")
         parsed = parsed.reduced_composition * z
+        check_atom_count(parsed, f"{composition} x Z={z}"[:60])
     if any(abs(amount - round(amount)) > 1e-6 for amount in parsed.values()):
         raise CompositionError(f"composition {composition!r} has fractional amounts; give whole atom counts")
     with warnings.catch_warnings():  # ordering reads Element.X, which warns for noble gases

@@ -87,7 +87,7 @@ def _run_batch(function, verb: str, source: Path, output: Path, workers: int | N
     results: list[tuple[str, str]] = []
     failures: list[tuple[str, str]] = []
     outcomes = imap_progress(function, items, workers=workers or default_workers(), total=len(items),
-                             description=verb, progress=not no_progress)
+                             description=verb, progress=not no_progress, crash_label="the CIF parser")
     for name, (ok, value) in zip(names, outcomes):
         if ok:
             results.append((name, value))

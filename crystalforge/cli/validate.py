@@ -28,7 +28,7 @@ def _validate_item(item: tuple[str, tuple[str, ...]]) -> dict[str, Any]:
     if built is None or _STATE.get("require") != require:
         built = _STATE["built"] = validators(None, require)
         _STATE["require"] = require
-    return run_checks(cif, built).to_dict()
+    return run_checks(cif, built, timeout=_STATE.get("timeout", "default")).to_dict()
 
 
 def summarize(rows: list[dict[str, Any]], check_names: list[str]) -> dict[str, Any]:
@@ -68,19 +68,24 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 @click.option("--require", "-r", "require", multiple=True, metavar="NAME",
               help="Also require this validator to pass for validity (repeatable).")
 @click.option("--workers", "-j", type=int, default=1, show_default=True, help="Worker processes.")
+@click.option("--check-timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Fail a check still running after this long (0: no limit)  [default: 60, or "
+                   "CRYSTALFORGE_CHECK_TIMEOUT].")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write one CSV row per CIF (every check, score and message).")
 @click.option("--json", "as_json", is_flag=True, help="Print results and summary as JSON.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.pass_context
 def validate(ctx: click.Context, paths: tuple[Path, ...], require: tuple[str, ...], workers: int,
-             output: Path | None, as_json: bool, no_progress: bool) -> None:
+             check_timeout: float | None, output: Path | None, as_json: bool, no_progress: bool) -> None:
     """Check CIFs for validity with every registered validator.
 
     Built-in checks: formula, site multiplicities, bond lengths, space group, cell sanity.
 
     PATHS are .cif files, folders, .tar.gz archives or CSVs with a `cif` column. Third-party
     validators installed as plugins join every report; --require makes one decide validity.
+    Each CIF is checked in a worker process: one that crashes or hangs it is reported as
+    invalid with the reason, and the others go on.
 
     \b
     Examples:
@@ -90,18 +95,22 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], require: tuple[str, ..
     """
     from ..cif.io import iter_cifs
     from ..parallel import imap_progress
-    from ..validation.report import validators
+    from ..validation.report import default_check_timeout, validators
 
     manager = get_plugin_manager(ctx)
     built = validators(manager, require)  # unknown --require names fail here, before any work
-    _STATE["built"], _STATE["require"] = built, tuple(require)
+    timeout = default_check_timeout() if check_timeout is None else (check_timeout or None)
+    _STATE["built"], _STATE["require"], _STATE["timeout"] = built, tuple(require), timeout
+    # a check stuck in C code holding the GIL cannot be abandoned: kill its worker instead
+    backstop = None if timeout is None else timeout * (len(built) + 1) + 60
     check_names = [name for name, _, _ in built]
     items: list[tuple[str, str]] = []
     for path in paths:
         items.extend(iter_cifs(path))
     rows: list[dict[str, Any]] = []
     outcomes = imap_progress(_validate_item, ((text, tuple(require)) for _, text in items), workers=max(1, workers or default_workers()),
-                             total=len(items), description="validating", progress=not no_progress)
+                             total=len(items), description="validating", progress=not no_progress,
+                             crash_label="the CIF parser", timeout=backstop)
     for (name, _), (ok, value) in zip(items, outcomes):
         if ok:
             rows.append({"name": name, **value})
@@ -117,7 +126,7 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], require: tuple[str, ..
         for row in rows:
             failed = [n for n in check_names if row.get(n) is False]
             verdict = "valid" if row.get("is_valid") else "invalid"
-            detail = "; ".join(f"{n}: {row.get(f'{n}_message', '')}" for n in failed)
+            detail = "; ".join(f"{n}: {row.get(f'{n}_message', '')}" for n in failed) or row.get("error", "")
             click.echo(f"{row['name']}: {verdict}" + (f" ({detail})" if detail else ""))
     click.echo(_summary_text(summary, output))
 

@@ -76,13 +76,18 @@ def _detected_key(cif: str) -> DedupeKey:
     from pymatgen.core import Structure
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
+    from ..cif.safety import check_cif_text, check_structure
     from ..errors import CIFError
 
+    check_cif_text(cif)  # refuse values that crash spglib before pymatgen runs
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             structure = Structure.from_str(cif, fmt="cif")
+            check_structure(structure)
             symbol = SpacegroupAnalyzer(structure, symprec=SYMPREC).get_space_group_symbol()
+    except CIFError:
+        raise
     except Exception as exc:  # pymatgen raises many kinds on bad input
         raise CIFError(f"cannot parse structure ({type(exc).__name__}: {exc})") from None
     reduced, factor = structure.composition.get_reduced_formula_and_factor()
@@ -99,7 +104,8 @@ def dedupe(items: Sequence[Item], *, detect: str = "auto", workers: int = 1, pro
     result = DedupeResult()
     texts = (text for _, text in items)
     for (name, _), (ok, value) in zip(items, imap_progress(key_of, texts, workers=workers, total=len(items),
-                                                           description="dedupe", progress=progress)):
+                                                           description="dedupe", progress=progress,
+                                                           crash_label="the CIF parser")):
         if ok:
             keys.append(value)
         else:

@@ -67,7 +67,8 @@ def preprocess_items(items: Sequence[Item], *, workers: int = 1, progress: bool 
     result = StepResult()
     texts = (text for _, text in items)
     for (name, _), (ok, value) in zip(items, imap_progress(_preprocess_one, texts, workers=workers, total=len(items),
-                                                           description="preprocess", progress=progress)):
+                                                           description="preprocess", progress=progress,
+                                                           crash_label="the CIF parser")):
         if ok:
             result.items.append((name, value))
         else:

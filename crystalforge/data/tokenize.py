@@ -89,7 +89,8 @@ def tokenize_items(items: Sequence[Item], *, workers: int = 1, progress: bool = 
     position = 0
     texts = (text for _, text in items)
     for (name, _), (ok, value) in zip(items, imap_progress(encoder, texts, workers=run_workers, total=len(items),
-                                                           description=description, progress=progress)):
+                                                           description=description, progress=progress,
+                                                           isolate=False)):  # pure Python, safe
         if not ok:
             failures.append(Failure(name, "tokenize", str(value)))
             continue

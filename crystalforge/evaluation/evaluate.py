@@ -93,7 +93,7 @@ def _describe_structure(cif: str, row: dict[str, Any]) -> None:
     from .smact_check import cdvae_valid
 
     try:
-        structure = parse_structure(cif)
+        structure = parse_structure(cif)  # refuses values that crash spglib before pymatgen runs
     except Exception as exc:
         row["parsed"] = False
         row["error"] = str(exc)
@@ -193,8 +193,9 @@ def evaluate_source(
     """Evaluate every CIF of a folder, ``.tar.gz``, CSV or single file.
 
     A generation output folder is read the same way (its ``summary.csv`` is not a CIF; its
-    ``score`` column is joined to the rows). A CIF that crashes a check is recorded with
-    the error and counted as invalid.
+    ``score`` column is joined to the rows). Each CIF is evaluated in a worker process; a
+    CIF that crashes or hangs a check, or kills its worker, is recorded with the error and
+    counted as invalid, and the others go on.
 
     Raises:
         DataError: the path is missing or holds no CIFs.
@@ -214,12 +215,18 @@ def evaluate_source(
     # forked workers inherit this manager; spawned ones (CRYSTALFORGE_SPAWN) build their own
     _WORKER_STATE["plugin_manager"] = plugin_manager
     # registries are collected lazily: do it once before forking
-    plugin_manager.registry("validator")
+    checks = len(list(plugin_manager.registry("validator")))
+    from ..validation.report import default_check_timeout
+
+    check_timeout = default_check_timeout()
+    # a check stuck in C code holding the GIL cannot be abandoned by its thread: kill the worker
+    backstop = None if check_timeout is None else check_timeout * (checks + 2) + 60
     rows = []
     try:
         tasks = ((name, cif, tuple(require)) for name, cif in items)
         results = imap_progress(_evaluate_task, tasks, workers=workers, total=len(items),
-                                description="evaluate", progress=progress)
+                                description="evaluate", progress=progress, crash_label="the CIF parser",
+                                timeout=backstop)
         for (name, _), (ok, result) in zip(items, results):
             if ok:
                 row = result

@@ -45,10 +45,12 @@ def parse_structure(cif: str) -> Any:
     """
     from pymatgen.io.cif import CifParser
 
+    from ..cif.safety import check_cif_text, check_structure
     from ..errors import CIFError
 
     if not cif or not cif.strip():
         raise CIFError("empty CIF")
+    check_cif_text(cif)  # values that crash spglib are refused before pymatgen runs
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -58,6 +60,7 @@ def parse_structure(cif: str) -> Any:
         raise CIFError(f"cannot parse CIF: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     if not structures:
         raise CIFError("CIF holds no structure")
+    check_structure(structures[0])
     return structures[0]
 
 

@@ -78,12 +78,13 @@ def make_spec(composition: str, spacegroup: str | int | None = None, z: int | No
 
 
 def _check_elements(composition: str) -> None:
-    """Raise CompositionError for symbols pymatgen reads as dummy species (``Xx``, ``Qq``)."""
+    """Raise CompositionError for symbols pymatgen reads as dummy species (``Xx``, ``Qq``),
+    exponents, zero or fractional counts and oversized cells (one gate: check_composition)."""
     from pymatgen.core import Element
 
-    from ..cif.extract import parse_composition
+    from ..cif.composition import check_composition
 
-    for element in parse_composition(composition).elements:
+    for element in check_composition(composition).elements:
         if not isinstance(element, Element):
             symbol = getattr(element, "symbol", str(element))
             raise CompositionError(f"composition {composition!r} names an unknown element {symbol!r}")
@@ -301,15 +302,17 @@ class Pipeline:
                 candidate.report = self.validate(candidate.text)
             return
         from ..parallel import imap_progress
+        from ..validation.report import failed_report
 
         global _WORKER_CHECKS
         _WORKER_CHECKS = self.checks  # forked workers inherit the built validators
         try:
             results = imap_progress(_validate_in_worker, [c.text for c in candidates], workers=self.workers,
-                                    progress=False, chunksize=1)
+                                    progress=False, chunksize=1, crash_label="the CIF parser")
             for candidate, (ok, report) in zip(candidates, results):
-                # a worker that died on an item: validate it here instead (never raises)
-                candidate.report = report if ok else self.validate(candidate.text)
+                # a worker that died on an item (e.g. SIGSEGV in C code): its checks fail with
+                # the reason; validating it again here could take this process down too
+                candidate.report = report if ok else failed_report(self.checks, str(report))
         finally:
             _WORKER_CHECKS = None
 
@@ -408,6 +411,8 @@ def make_pipeline(
         checks = validators(plugin_manager, require)
     built_scorer = build_scorer(plugin_manager, scorer, scorer_options)
     try:
+        if callable(getattr(built_scorer, "check_alive", None)):
+            built_scorer.check_alive()  # a dead scoring server is reported now, not per request
         if model is None or isinstance(model, (str, os.PathLike)):
             from ..model.checkpoint import load_model
 
@@ -560,13 +565,15 @@ def run_to_folder(
 
     from tqdm.auto import tqdm
 
-    from ..cif.io import atomic_write_text
+    from ..cif.io import atomic_write_text, remove_stale_temp_files
     from .shard import DistContext, shard
 
     context = context or DistContext()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     check_manifest(out, settings)
+    if context.is_main:  # temp files of a run killed mid-write; nobody writes before the barrier
+        remove_stale_temp_files(out)
     done = read_rows(out)
     wanted = [(spec, i) for spec in specs for i in range(n)]
     missing = [(spec, i) for spec, i in wanted if f"{spec.key}_{i}" not in done]

@@ -158,23 +158,64 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> GPT:
     state = strip_compiled_prefix(ckpt.get("model") or {})
     # causal-mask buffers of older nanoGPT versions are not parameters
     state = {k: v for k, v in state.items() if not k.endswith(".attn.bias") and not k.endswith(".attn.masked_bias")}
-    model = GPT(config)
-    expected = model.state_dict()
     if "lm_head.weight" not in state and "transformer.wte.weight" in state:
         state["lm_head.weight"] = state["transformer.wte.weight"]  # tied: either copy suffices
+    # judged from model_args and the stored shapes alone, before the model allocates anything:
+    # a tiny file whose model_args claim 4,000 layers must not make GPT() ask for terabytes
+    check_weights_fit(state, config)
+    model = GPT(config)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def expected_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
+    """Return the state-dict key -> tensor shape of the :class:`GPT` ``config`` describes,
+    computed from the sizes alone (no module is built, nothing is allocated)."""
+    n, vocab = config.n_embd, config.vocab_size
+    shapes: dict[str, tuple[int, ...]] = {
+        "transformer.wte.weight": (vocab, n),
+        "transformer.wpe.weight": (config.block_size, n),
+    }
+    linear = {"attn.c_attn": (3 * n, n), "attn.c_proj": (n, n), "mlp.c_fc": (4 * n, n), "mlp.c_proj": (n, 4 * n)}
+    for layer in range(config.n_layer):
+        prefix = f"transformer.h.{layer}."
+        for norm in ("ln_1", "ln_2"):
+            shapes[f"{prefix}{norm}.weight"] = (n,)
+            if config.bias:
+                shapes[f"{prefix}{norm}.bias"] = (n,)
+        for name, shape in linear.items():
+            shapes[f"{prefix}{name}.weight"] = shape
+            if config.bias:
+                shapes[f"{prefix}{name}.bias"] = (shape[0],)
+    shapes["transformer.ln_f.weight"] = (n,)
+    if config.bias:
+        shapes["transformer.ln_f.bias"] = (n,)
+    shapes["lm_head.weight"] = (vocab, n)
+    return shapes
+
+
+def check_weights_fit(state: dict[str, Any], config: GPTConfig) -> None:
+    """Raise :class:`CheckpointError` unless ``state`` holds exactly the tensors ``config`` implies.
+
+    The layer count is compared first (from the key names), so an absurd ``n_layer`` is
+    refused before the expected shapes are even listed.
+    """
+    layers = {int(m.group(1)) for key in state if (m := re.match(r"transformer\.h\.(\d+)\.", key))}
+    if len(layers) != config.n_layer or (layers and max(layers) != config.n_layer - 1):
+        gap = "missing" if config.n_layer > len(layers) else "unexpected"
+        raise CheckpointError(f"checkpoint model_args claim {config.n_layer:,} layers, its weights hold "
+                              f"{len(layers):,} ({gap} layers): the file is inconsistent")
+    expected = expected_shapes(config)
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
         detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
         raise CheckpointError(f"checkpoint weights do not fit model_args ({detail})")
-    for key, tensor in expected.items():
-        if not isinstance(state[key], torch.Tensor) or state[key].shape != tensor.shape:
-            got = tuple(state[key].shape) if isinstance(state[key], torch.Tensor) else type(state[key]).__name__
-            raise CheckpointError(
-                f"checkpoint weight {key} has shape {got}, model_args imply {tuple(tensor.shape)}"
-            )
-    model.load_state_dict(state)
-    return model.eval()
+    for key, shape in expected.items():
+        value = state[key]
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise CheckpointError(f"checkpoint weight {key} has shape {got}, model_args imply {shape}")
 
 
 def save_checkpoint(

@@ -4,6 +4,12 @@ One request is one CIF sent as a UTF-8 string; the reply is the score as a strin
 ``nan`` when the server could not score it. Timeouts are the client's job: a REQ socket
 whose request timed out is stuck in its send/receive state machine, so it is closed
 (linger 0, nothing queued survives) and a fresh one is connected for the next request.
+
+A REQ socket connects lazily, so a server that is not there looks like a slow one: each
+request would wait its full ``timeout``. :meth:`ZMQScorer.check_alive` (called by
+``generate``/``run`` before any work, and by :meth:`ZMQScorer.score_many` on first use)
+watches the connection's ZeroMQ handshake for ``probe_timeout`` seconds without sending
+a request, and raises :class:`ScorerError` when no ZeroMQ server answers.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import Any
 
 import attrs
 
-from ..errors import OptionError
+from ..errors import OptionError, ScorerError
 from .base import Scorer, parse_score
 
 logger = logging.getLogger(__name__)
@@ -41,6 +47,10 @@ class ZMQScorer(Scorer):
     lower_is_better: bool = attrs.field(
         default=True, metadata={"help": "whether lower scores are better (energies: true)"}
     )
+    probe_timeout: float = attrs.field(
+        default=5.0, metadata={"help": "seconds a server has to complete the ZeroMQ handshake on first use (0: no check)"},
+    )
+    _alive: bool = attrs.field(default=False, init=False, repr=False)
     _context: Any = attrs.field(default=None, init=False, repr=False)
     _socket: Any = attrs.field(default=None, init=False, repr=False)
     _consecutive_timeouts: int = attrs.field(default=0, init=False, repr=False)
@@ -57,6 +67,8 @@ class ZMQScorer(Scorer):
             raise OptionError(f"Option 'retries' must be >= 0, got {self.retries}")
         if not 0 < self.port < 65536:
             raise OptionError(f"Option 'port' must be in 1..65535, got {self.port}")
+        if self.probe_timeout < 0:
+            raise OptionError(f"Option 'probe_timeout' must be >= 0 seconds, got {self.probe_timeout}")
 
     @property
     def endpoint(self) -> str:
@@ -78,6 +90,51 @@ class ZMQScorer(Scorer):
             socket.connect(self.endpoint)
             self._socket = socket
         return self._socket
+
+    def check_alive(self) -> None:
+        """Raise :class:`ScorerError` unless a ZeroMQ server at :attr:`endpoint` completes the
+        connection handshake within ``probe_timeout`` seconds (no request is sent, so the
+        server scores nothing). Succeeds at once after one success, or when the timeout is 0.
+        """
+        if self._alive or self.probe_timeout == 0:
+            return
+        import zmq
+        from zmq.utils.monitor import recv_monitor_message
+
+        if self._context is None:
+            self._context = zmq.Context()
+        probe = self._context.socket(zmq.REQ)
+        probe.setsockopt(zmq.LINGER, 0)
+        events = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CLOSED
+        monitor = probe.get_monitor_socket(events)
+        refused = False
+        try:
+            probe.connect(self.endpoint)
+            deadline = time.monotonic() + self.probe_timeout
+            while (remaining := deadline - time.monotonic()) > 0:
+                if not monitor.poll(max(1, int(remaining * 1000))):
+                    break
+                event = recv_monitor_message(monitor)["event"]
+                if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    self._alive = True
+                    return
+                refused = refused or event == zmq.EVENT_CONNECT_RETRIED
+        finally:
+            probe.disable_monitor()
+            monitor.close(linger=0)
+            probe.close(linger=0)
+        why = "connection refused" if refused else f"no ZeroMQ handshake within {self.probe_timeout:g} s"
+        raise ScorerError(f"no scoring server at {self.endpoint} ({why}); start one with "
+                          f"`crystalforge scorer serve --port {self.port}` or fix --scorer-opt host/port")
+
+    def score_many(self, cifs) -> list[float]:
+        """Return one score per CIF, in order; checks first that the server is there.
+
+        Raises:
+            ScorerError: no server answered the liveness check (:meth:`check_alive`).
+        """
+        self.check_alive()
+        return [self.score(cif) for cif in cifs]
 
     def _drop_socket(self) -> None:
         if self._socket is not None:

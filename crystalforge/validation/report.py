@@ -4,21 +4,52 @@ Built-in checks and third-party validators (registered through the
 ``register_validators`` hook) all run on the same :class:`ValidationContext`, so the CIF
 is parsed once. ``is_valid`` is the conjunction of the required checks: those registered
 with ``required=True`` plus any named in ``require=`` at call time.
+
+Every check runs under a time limit (:func:`default_check_timeout`, 60 s unless
+``CRYSTALFORGE_CHECK_TIMEOUT`` says otherwise): it runs in a daemon thread, and when the
+limit passes the check fails with "timed out after N s" and the report goes on. Python
+cannot kill a thread, so the hung call is abandoned; while it has not returned, later
+CIFs do not start that validator again (it fails at once, saying so), so a plugin that
+never returns costs one thread, not one per CIF. Batch commands run validation in worker
+processes (:mod:`crystalforge.parallel`), which are killed at the end of the run.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
+import threading
 from typing import Any, Sequence
 
 import attrs
 
+# site rows x symmetry operators above which a CIF is not parsed (cost grows quadratically)
+from ..cif.safety import MAX_EXPANDED_POSITIONS  # noqa: F401 - re-exported, used below
+
 logger = logging.getLogger(__name__)
 
+#: seconds one check of one CIF may run (CrystalNN on a few hundred sites takes seconds)
+DEFAULT_CHECK_TIMEOUT = 60.0
+# id(validator instance) -> (instance, thread) of a check call that timed out and still runs
+_ABANDONED: dict[int, tuple[Any, threading.Thread]] = {}
+_ABANDONED_LOCK = threading.Lock()
+
+
+def default_check_timeout() -> float | None:
+    """Return the per-check time limit: ``CRYSTALFORGE_CHECK_TIMEOUT`` seconds (0: none), else 60."""
+    raw = os.environ.get("CRYSTALFORGE_CHECK_TIMEOUT", "").strip()
+    if not raw:
+        return DEFAULT_CHECK_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"CRYSTALFORGE_CHECK_TIMEOUT={raw!r} is not a number of seconds") from None
+    return value if value > 0 else None
+
 BOND_LENGTH = "bond_length"
-#: site rows x symmetry operators above which a CIF is not parsed (cost grows quadratically)
-MAX_EXPANDED_POSITIONS = 10000
 
 
 @attrs.frozen
@@ -56,6 +87,8 @@ class ValidationContext:
         if self._parsed:
             return
         self._parsed = True
+        # seen by another check only when the one parsing was abandoned after a timeout
+        self._parse_error = "the CIF is still being parsed by a check that timed out"
         from ..cif.extract import count_site_expansion
         from ..cif.preprocess import parse_structure
         from ..errors import CrystalforgeError
@@ -67,6 +100,7 @@ class ValidationContext:
             return
         try:
             self._structure = parse_structure(self.cif)
+            self._parse_error = None
         except CrystalforgeError as exc:
             self._parse_error = str(exc)
         except Exception as exc:  # noqa: BLE001 - hostile input must not escape
@@ -161,8 +195,14 @@ def validators(plugin_manager=None, require: Sequence[str] = (), options=None) -
     return create_validators(manager, options, require)
 
 
-def run_checks(cif: str, built: list[tuple[str, Any, bool]]) -> ValidityReport:
-    """Return the report of ``cif`` for validators from :func:`validators` (never raises)."""
+def run_checks(cif: str, built: list[tuple[str, Any, bool]], *, timeout: float | None | str = "default") -> ValidityReport:
+    """Return the report of ``cif`` for validators from :func:`validators` (never raises).
+
+    ``timeout``: seconds each check may run (``None``: no limit; by default
+    :func:`default_check_timeout`); a check past it fails with "timed out after N s".
+    """
+    if timeout == "default":
+        timeout = default_check_timeout()
     if not isinstance(cif, str):
         try:
             cif = cif.decode("utf-8", errors="replace") if isinstance(cif, (bytes, bytearray)) else str(cif)
@@ -174,17 +214,72 @@ def run_checks(cif: str, built: list[tuple[str, Any, bool]]) -> ValidityReport:
         if isinstance(instance, Exception):
             result = CheckResult(name, False, None, f"validator could not be built: {instance}", required)
         else:
-            try:
-                result = _as_result(name, instance.check(cif, context), required)
-            except Exception as exc:  # noqa: BLE001 - one check's crash is its own failure
-                logger.debug("validator %s raised", name, exc_info=True)
-                detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                result = CheckResult(name, False, None, f"check raised {type(exc).__name__}: {detail}"[:300], required)
+            result = _run_check(name, instance, cif, context, required, timeout)
         report.checks[name] = result
     return report
 
 
-def validate(cif: str, *, plugin_manager=None, require: Sequence[str] = (), options=None) -> ValidityReport:
+def _run_check(name: str, instance: Any, cif: str, context: ValidationContext, required: bool,
+               timeout: float | None) -> CheckResult:
+    """Run one check, under ``timeout`` seconds in a daemon thread when a limit is set."""
+    if timeout is None:
+        outcome = _call_check(instance, cif, context)
+    else:
+        key = id(instance)
+        with _ABANDONED_LOCK:
+            earlier = _ABANDONED.get(key)
+            if earlier is not None and not earlier[1].is_alive():
+                del _ABANDONED[key]
+                earlier = None
+        if earlier is not None:
+            return CheckResult(name, False, None, "not run: an earlier call of this check timed out and "
+                               "has not returned", required)
+        box: dict[str, Any] = {}
+        thread = threading.Thread(target=lambda: box.update(outcome=_call_check(instance, cif, context)),
+                                  name=f"crystalforge-check-{name}", daemon=True)
+        thread.start()
+        thread.join(timeout)
+        if thread.is_alive():
+            with _ABANDONED_LOCK:
+                _ABANDONED[key] = (instance, thread)
+            logger.warning("validator %s timed out after %g s; abandoned", name, timeout)
+            return CheckResult(name, False, None, f"timed out after {timeout:g} s", required)
+        outcome = box.get("outcome", (False, RuntimeError("check thread ended without a result")))
+    ok, value = outcome
+    if not ok and not isinstance(value, Exception):
+        raise value  # KeyboardInterrupt or SystemExit raised by the check: stop, as it asked
+    if ok:
+        try:
+            return _as_result(name, value, required)
+        except Exception as exc:  # noqa: BLE001 - e.g. a score that is not a number
+            ok, value = False, exc
+    detail = str(value).strip().splitlines()[0] if str(value).strip() else ""
+    return CheckResult(name, False, None, f"check raised {type(value).__name__}: {detail}"[:300], required)
+
+
+def _call_check(instance: Any, cif: str, context: ValidationContext) -> tuple[bool, Any]:
+    """Return ``(True, result)`` or ``(False, exception)``; in a thread, a KeyboardInterrupt
+    is handed back too, so the caller re-raises it where it belongs."""
+    try:
+        return True, instance.check(cif, context)
+    except Exception as exc:  # noqa: BLE001 - one check's crash is its own failure
+        logger.debug("validator %s raised", type(instance).__name__, exc_info=True)
+        return False, exc
+    except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt / SystemExit: re-raised by the caller
+        return False, exc
+
+
+def failed_report(built: list[tuple[str, Any, bool]], message: str) -> ValidityReport:
+    """Return a report in which every validator of ``built`` failed with ``message``
+    (for a CIF whose validation could not finish, e.g. its worker process crashed)."""
+    report = ValidityReport()
+    for name, _, required in built:
+        report.checks[name] = CheckResult(name, False, None, message, required)
+    return report
+
+
+def validate(cif: str, *, plugin_manager=None, require: Sequence[str] = (), options=None,
+             timeout: float | None | str = "default") -> ValidityReport:
     """Run every registered validator on ``cif`` and return the report.
 
     Never raises on bad CIF input: empty, binary, truncated or absurd CIFs fail the checks
@@ -197,9 +292,11 @@ def validate(cif: str, *, plugin_manager=None, require: Sequence[str] = (), opti
         require: validator names that must pass for ``is_valid``, beyond those registered
             as required.
         options: validator options, ``{"CHECK.KEY": value}`` (``{"bond_length.tolerance": 0.3}``).
+        timeout: seconds each check may run before it fails with "timed out after N s"
+            (``None``: no limit; by default :func:`default_check_timeout`).
 
     Raises:
         UnknownComponentError: a name in ``require`` or ``options`` is not a registered validator.
         OptionError: an unknown validator option or a value of the wrong type.
     """
-    return run_checks(cif, validators(plugin_manager, require, options))
+    return run_checks(cif, validators(plugin_manager, require, options), timeout=timeout)
