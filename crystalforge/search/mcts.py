@@ -32,7 +32,10 @@ from tqdm.auto import tqdm
 
 from ..errors import OptionError
 from .base import Sample
-from .decode import NEWLINE_ID, make_picker
+from .decode import NEWLINE_ID, make_picker, sample_batch
+from .decode import extend as extend_cache
+from .decode import stack as stack_caches
+from .logits import make_processor
 from .tree import (Node, RewardModel, child_priors, epsilon_greedy_select, puct_select,
                    uct_select)
 
@@ -53,6 +56,15 @@ def _non_negative(instance, attribute, value) -> None:
         raise OptionError(f"Option '{attribute.name}' must be >= 0, got {value}")
 
 
+def _check_constrain(instance, attribute, value) -> None:
+    from .logits import parse_constraints
+
+    try:
+        parse_constraints(value)
+    except ValueError as exc:
+        raise OptionError(f"Option 'constrain': {exc}") from None
+
+
 @attrs.define
 class Evaluation:
     """What one completed candidate was worth."""
@@ -65,6 +77,19 @@ class Evaluation:
     score: float
     simulation: int
     reward: float = 0.0
+
+
+@attrs.define(eq=False)
+class PrefixState:
+    """What the model knows after a token prefix: its KV cache, next-token logits, the ids.
+
+    ``ids`` is the whole prefix (prompt included); the cache holds its last
+    ``block_size`` tokens at most (the sliding window).
+    """
+
+    cache: Any
+    logits: torch.Tensor  # [1, V]
+    ids: list[int]
 
 
 class TreeRun:
@@ -84,105 +109,82 @@ class TreeRun:
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.prompt_index = prompt_index
         self.newline = getattr(tokenizer, "newline_id", NEWLINE_ID)
-        block = int(model.config.block_size)
-        if len(self.prompt_ids) >= block:
+        self.block_size = int(model.config.block_size)
+        if len(self.prompt_ids) >= self.block_size:
             from ..errors import SequenceTooLongError
 
             raise SequenceTooLongError(
-                f"prompt has {len(self.prompt_ids)} tokens but the model's context window is {block}")
-        self.budget = min(block, len(self.prompt_ids) + strategy.max_new_tokens)  # total columns
+                f"prompt has {len(self.prompt_ids)} tokens but the model's context window is {self.block_size}")
+        self.budget = len(self.prompt_ids) + strategy.max_new_tokens  # most tokens of a candidate
         self.pick = make_picker(temperature=strategy.temperature, top_k=strategy.top_k)
+        self.processor = make_processor(getattr(strategy, "constrain", "none"), tokenizer)
         self.rewards = RewardModel(k=strategy.reward_k,
                                    lower_is_better=bool(getattr(scorer, "lower_is_better", True)))
         self.sg_tokens = self._space_group_prefix()
         self.root = Node()
-        self.states: OrderedDict[int, tuple[Any, torch.Tensor]] = OrderedDict()
+        self.states: OrderedDict[int, PrefixState] = OrderedDict()
         self.root_state = self.prefill(self.prompt_ids)
         self.seen: dict[str, Evaluation] = {}
         self.rows: list[dict[str, Any]] = []
 
     # -- model work (overridden by the recomputing reference in bench/mcts.py) -----------
     @torch.no_grad()
-    def prefill(self, ids: list[int]) -> tuple[Any, torch.Tensor]:
-        """Return ``(cache, last logits[1, V])`` for the prompt."""
-        cache = self.model.new_cache(1, max_len=self.budget)
+    def prefill(self, ids: list[int]) -> PrefixState:
+        """Return the state after the prompt."""
+        cache = self.model.new_cache(1, max_len=min(self.block_size, self.budget))
         idx = torch.tensor([ids], dtype=torch.long, device=self.device)
-        return cache, self.model.forward_cached(idx, cache)[:, -1, :]
+        return PrefixState(cache, self.model.forward_cached(idx, cache)[:, -1, :], list(ids))
 
     @torch.no_grad()
-    def extend(self, state: tuple[Any, torch.Tensor], tokens: list[int], copy: bool = True):
-        """Return the state after appending ``tokens`` to ``state`` (cloned unless ``copy=False``)."""
-        cache = state[0].clone() if copy else state[0]
-        idx = torch.tensor([tokens], dtype=torch.long, device=self.device)
-        return cache, self.model.forward_cached(idx, cache)[:, -1, :]
+    def extend(self, state: PrefixState, tokens: list[int], copy: bool = True) -> PrefixState:
+        """Return the state after appending ``tokens`` to ``state`` (cloned unless ``copy=False``).
+
+        Past the context window the cache is the window of the new prefix, prefilled again.
+        """
+        cache = state.cache.clone() if copy else state.cache
+        ids = state.ids + list(tokens)
+        cache, logits = extend_cache(self.model, cache, state.ids, tokens, room=self.budget - len(ids))
+        return PrefixState(cache, logits, ids)
+
+    def masked_logits(self, state: PrefixState) -> torch.Tensor:
+        """Return the state's next-token logits with the strategy's constraints applied."""
+        if self.processor is None:
+            return state.logits
+        return self.processor.start([state.ids])(state.logits)
 
     @torch.no_grad()
-    def rollout(self, state: tuple[Any, torch.Tensor], previous: int, n: int) -> list[tuple[list[int], bool]]:
+    def rollout(self, state: PrefixState, n: int) -> list[tuple[list[int], bool]]:
         """Complete ``state`` ``n`` times by sampling; return ``(ids, finished)`` per row."""
-        return self.rollout_many([(state, previous, n)])[0]
+        return self.rollout_many([(state, n)])[0]
 
     @torch.no_grad()
-    def rollout_many(self, leaves: Sequence[tuple[tuple[Any, torch.Tensor], int, int]]) -> list[list[tuple[list[int], bool]]]:
-        """Complete several leaves in one batch: ``(state, previous token, n)`` each.
+    def rollout_many(self, leaves: Sequence[tuple[PrefixState, int]]) -> list[list[tuple[list[int], bool]]]:
+        """Complete several leaves in one batch of the shared decoding engine: ``(state, n)`` each.
 
         The leaves' caches (of different lengths) are stacked right-aligned into one
         cache, the gap on the left of shorter rows marked as padding, so every row keeps
-        its own positions. Returns, per leaf, ``n`` ``(ids, finished)`` pairs.
+        its own positions. Rollouts get the strategy's logits constraints and slide past
+        the context window like sampling does. Returns, per leaf, ``n`` ``(ids, finished)``.
         """
-        counts = [n for _, _, n in leaves]
-        caches = [state[0] for state, _, _ in leaves]
-        limits = torch.tensor([self.budget - c.length for c, n in zip(caches, counts) for _ in range(n)])
-        rows = int(limits.numel())
+        states = [state for state, _ in leaves]
+        counts = [n for _, n in leaves]
+        limits = [self.budget - len(state.ids) for state in states]
         if len(leaves) == 1:
-            cache = caches[0].select(torch.zeros(rows, dtype=torch.long, device=self.device))
+            only = states[0].cache
+            cache = only.clone() if counts[0] == 1 else only  # the engine extends a lone row in place
         else:
-            cache = self._stack(caches, counts, int(limits.max()))
-        logits = torch.cat([state[1].expand(n, -1) for (state, _, n) in leaves])
-        prev = torch.tensor([p for _, p, n in leaves for _ in range(n)], dtype=torch.long, device=self.device)
-        out: list[list[int]] = [[] for _ in range(rows)]
-        finished = [False] * rows
-        active = torch.arange(rows)
-        for step in range(int(limits.max()) if rows else 0):
-            uniforms = torch.rand(len(active), generator=self.generator)
-            tokens = self.pick(logits, uniforms).to(self.device)
-            for row, token in zip(active.tolist(), tokens.tolist()):
-                out[row].append(token)
-            ended = (tokens == self.newline) & (prev == self.newline)
-            for row in active[ended.cpu()].tolist():
-                finished[row] = True
-            stop = ended.cpu() | (limits[active] <= step + 1)  # end marker, or no room left
-            if bool(stop.any()):
-                keep = (~stop).nonzero().squeeze(-1)
-                if keep.numel() == 0:
-                    break
-                active = active[keep]
-                keep = keep.to(self.device)
-                tokens = tokens.index_select(0, keep)
-                cache = cache.select(keep)
-            prev = tokens
-            logits = self.model.forward_cached(tokens.unsqueeze(-1), cache)[:, -1, :]
+            cache = stack_caches(self.model, [st.cache for st in states], [1] * len(states), max(limits))
+        decoded = sample_batch(
+            self.model, [st.ids for st in states], repeats=counts, max_new_tokens=limits, pick_next=self.pick,
+            generator=self.generator, newline_id=self.newline, processor=self.processor, cache=cache,
+            last_logits=torch.cat([st.logits for st in states]),
+            generated=[len(st.ids) - len(self.prompt_ids) for st in states],
+        )
         grouped, start = [], 0
         for n in counts:
-            grouped.append(list(zip(out[start:start + n], finished[start:start + n])))
+            grouped.append([(row.ids, row.finished) for row in decoded[start:start + n]])
             start += n
         return grouped
-
-    def _stack(self, caches: Sequence[Any], counts: Sequence[int], room: int) -> Any:
-        """Return one cache holding ``counts[i]`` copies of ``caches[i]`` (batch 1 each), right-aligned."""
-        width = max(c.length for c in caches)
-        stacked = self.model.new_cache(sum(counts), max_len=width + room)
-        stacked.valid.zero_()
-        row = 0
-        for cache, n in zip(caches, counts):
-            offset, length = width - cache.length, cache.length
-            for target in range(row, row + n):
-                stacked.keys[:, target, :, offset:width] = cache.keys[:, 0, :, :length]
-                stacked.values[:, target, :, offset:width] = cache.values[:, 0, :, :length]
-                stacked.valid[target, offset:width] = cache.valid[0, :length]
-                stacked.positions[target] = cache.positions[0]
-            row += n
-        stacked.length = width
-        return stacked
 
     # -- tree -----------------------------------------------------------------------------
     def _space_group_prefix(self) -> list[int]:
@@ -192,11 +194,12 @@ class TreeRun:
         return []
 
     def _ends(self, node_ids: list[int]) -> bool:
-        tail = (self.prompt_ids + node_ids)[-2:]
+        """Whether the generated tokens end with the end-of-CIF marker (prompt tokens never count)."""
+        tail = node_ids[-2:]
         return len(tail) == 2 and tail[0] == self.newline and tail[1] == self.newline
 
-    def state(self, node: Node) -> tuple[Any, torch.Tensor]:
-        """Return the (cache, logits) after ``node``'s prefix, extending the deepest cached ancestor."""
+    def state(self, node: Node) -> PrefixState:
+        """Return the state after ``node``'s prefix, extending the deepest cached ancestor."""
         if node is self.root:
             return self.root_state
         if node.parent is not None and id(node) in self.states:
@@ -219,7 +222,7 @@ class TreeRun:
         while len(self.states) > self.s.cache_nodes:
             self.states.popitem(last=False)
 
-    def evaluate_leaf(self, node: Node) -> tuple[Any, torch.Tensor]:
+    def evaluate_leaf(self, node: Node) -> PrefixState:
         """Compute the leaf's state; absorb forced tokens into its edge when bypassing chains."""
         state = self.state(node)
         ids = node.path_tokens()
@@ -228,8 +231,10 @@ class TreeRun:
             return state
         if self.s.bypass_chains and node is not self.root:
             extended = False
+            bound = self.processor.start([state.ids]) if self.processor is not None else None
             while True:
-                probs = torch.softmax(state[1][0].float() / max(self.s.temperature, 1e-6), dim=-1)
+                logits = bound(state.logits) if bound is not None else state.logits
+                probs = torch.softmax(logits[0].float() / max(self.s.temperature, 1e-6), dim=-1)
                 top_p, top = torch.max(probs, dim=-1)
                 if float(top_p) <= self.s.branch_cutoff or len(self.prompt_ids) + node.length >= self.budget:
                     break
@@ -237,6 +242,8 @@ class TreeRun:
                 extended = True
                 token = int(top)
                 state = self.extend(state, [token], copy=False)
+                if bound is not None:
+                    bound.advance([token])
                 node.tokens = node.tokens + (token,)
                 node.length += 1
                 ids.append(token)
@@ -317,7 +324,7 @@ class TreeRun:
         reward -1 along the path), so a batch spreads over the tree. Returns the number of
         simulations done.
         """
-        leaves: list[tuple[Node, tuple[Any, torch.Tensor], int]] = []
+        leaves: list[tuple[Node, PrefixState, int]] = []
         done = 0
         while done < count:
             node = self.root
@@ -336,7 +343,7 @@ class TreeRun:
                 self._finish_terminal(node, simulation)
                 continue
             if self.s.max_depth <= 0 or node.depth < self.s.max_depth:
-                self.expand(node, state[1])
+                self.expand(node, self.masked_logits(state))
             _virtual_loss(node, +1)  # undone before the real rewards arrive
             leaves.append((node, state, simulation))
         for node, _, _ in leaves:
@@ -344,8 +351,7 @@ class TreeRun:
         if not leaves:
             return done
         prefixes = [node.path_tokens() for node, _, _ in leaves]
-        batch = [(state, (self.prompt_ids + ids)[-1], self.s.n_rollouts)
-                 for (_, state, _), ids in zip(leaves, prefixes)]
+        batch = [(state, self.s.n_rollouts) for _, state, _ in leaves]
         for (node, _, simulation), ids, rollouts in zip(leaves, prefixes, self.rollout_many(batch)):
             for rollout, (more, finished) in enumerate(rollouts):
                 evaluation = self.judge(ids + more, finished, simulation)
@@ -430,6 +436,8 @@ class TreeSearch:
                                     metadata={"help": "leaves rolled out together per batch (virtual loss)"})
     n_best: int = attrs.field(default=0, validator=_non_negative,
                               metadata={"help": "best candidates returned per prompt (0: n)"})
+    constrain: str = attrs.field(default="all", validator=_check_constrain, metadata={
+        "help": "logits masks of priors and rollouts, as the sampling strategies' constrain option"})
     cache_nodes: int = attrs.field(default=16, validator=_positive,
                                    metadata={"help": "tree nodes whose KV cache is kept (memory vs speed)"})
     results_path: str = attrs.field(default="", metadata={"help": "CSV of every scored rollout ('' : none)"})
