@@ -268,7 +268,9 @@ def test_n_best_overrides_n(random_model, tokenizer):
 
 def test_runner_reuses_tree_scores_and_writes_results(memorizing_model, plugin_manager, tmp_path):
     """The run folder gets results.csv by itself, and candidates are not scored twice."""
-    from crystalforge.generation.runner import make_pipeline, make_specs, run_to_folder
+    from crystalforge.generation.pipeline import make_pipeline
+    from crystalforge.generation.prompts import make_specs
+    from crystalforge.generation.runfolder import run_to_folder
 
     class CountingScorer(RandomScorer):
         calls = 0

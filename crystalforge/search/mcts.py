@@ -19,8 +19,6 @@ the node may branch wider (``space_group_width``).
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 from collections import OrderedDict
@@ -36,6 +34,7 @@ from .decode import NEWLINE_ID, make_picker, sample_batch
 from .decode import extend as extend_cache
 from .decode import stack as stack_caches
 from .logits import make_processor
+from ..generation.ranking import scorer_lower_is_better
 from .tree import (Node, RewardModel, child_priors, epsilon_greedy_select, puct_select,
                    uct_select)
 
@@ -119,7 +118,7 @@ class TreeRun:
         self.pick = make_picker(temperature=strategy.temperature, top_k=strategy.top_k)
         self.processor = make_processor(getattr(strategy, "constrain", "none"), tokenizer)
         self.rewards = RewardModel(k=strategy.reward_k,
-                                   lower_is_better=bool(getattr(scorer, "lower_is_better", True)))
+                                   lower_is_better=scorer_lower_is_better(scorer))
         self.sg_tokens = self._space_group_prefix()
         self.root = Node()
         self.states: OrderedDict[int, PrefixState] = OrderedDict()
@@ -397,11 +396,10 @@ def _default_validate(cif: str) -> Any:
 
 def best_evaluations(evaluations: Sequence[Evaluation], n: int, lower_is_better: bool) -> list[Evaluation]:
     """Return the ``n`` best candidates: valid before invalid, then by score, then by reward."""
-    sign = 1.0 if lower_is_better else -1.0
+    from ..generation.ranking import score_order
 
     def key(e: Evaluation) -> tuple:
-        scored = math.isfinite(e.score)
-        return (not e.is_valid, not scored, sign * e.score if scored else 0.0, -e.reward, e.simulation)
+        return (not e.is_valid, *score_order(e.score, lower_is_better), -e.reward, e.simulation)
 
     return sorted(evaluations, key=key)[:n]
 
@@ -447,6 +445,10 @@ class TreeSearch:
     def select_child(self, node: Node, uniform: Callable[[], float]) -> Node:
         raise NotImplementedError
 
+    def artifacts(self) -> dict[str, list[dict[str, Any]]]:
+        """Return the extra tables of the search for the run folder: every scored rollout."""
+        return {"results.csv": list(self.results)} if self.results else {}
+
     def generate(self, model: Any, tokenizer: Any, prompts: Sequence[str], n: int, *,
                  generator: Any, device: Any = "cpu", batch_size: int = 32, scorer: Any = None,
                  validate: Callable[[str], Any] | None = None, progress: bool = True) -> list[list[Sample]]:
@@ -462,7 +464,7 @@ class TreeSearch:
         if generator is None or not isinstance(generator, torch.Generator):
             generator = torch.Generator().manual_seed(0)
         wanted = self.n_best or n
-        lower = bool(getattr(scorer, "lower_is_better", True))
+        lower = scorer_lower_is_better(scorer)
         out: list[list[Sample]] = []
         first = max((r["prompt"] for r in self.results), default=-1) + 1  # numbering across calls
         for index, prompt in enumerate(prompts):
@@ -483,15 +485,9 @@ class TreeSearch:
 
 def write_results(path: str, rows: Sequence[dict[str, Any]]) -> None:
     """Write every scored rollout as CSV (atomically), one row per rollout."""
-    from ..cif.io import atomic_write_text
+    from ..util import plain_cell, write_csv
 
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=RESULT_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("nan" if isinstance(v, float) and math.isnan(v) else ("" if v is None else v))
-                         for k, v in row.items()})
-    atomic_write_text(path, buffer.getvalue())
+    write_csv(path, rows, RESULT_COLUMNS, cell=plain_cell)
 
 
 @attrs.define
