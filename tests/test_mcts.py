@@ -20,7 +20,7 @@ from crystalforge.errors import OptionError
 from crystalforge.scoring.random import RandomScorer
 from crystalforge.search.mcts import (PUCTSearch, TreeRun, UCTSearch, GreedyTreeSearch,
                                       best_evaluations, Evaluation)
-from crystalforge.search.tree import (Node, RewardModel, child_priors, epsilon_greedy_select,
+from crystalforge.search.mcts.tree import (Node, RewardModel, child_priors, epsilon_greedy_select,
                                       puct_scores, puct_select, uct_scores, uct_select)
 
 

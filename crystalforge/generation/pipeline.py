@@ -12,6 +12,7 @@ validation) are recorded on the candidate, never raised.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import math
@@ -190,8 +191,12 @@ def _chunks(items: list, size: int | None) -> Iterator[list]:
         yield items[start : start + size]
 
 
+@functools.lru_cache(maxsize=4096)
 def postprocess_safely(text: str) -> tuple[str | None, str | None]:
-    """Return ``(postprocessed cif, None)`` or ``(None, reason)``; never raises."""
+    """Return ``(postprocessed cif, None)`` or ``(None, reason)``; never raises.
+
+    Memoised, so a text a tree search post-processed while searching is not redone.
+    """
     from ..cif.postprocess import postprocess_cif
 
     try:

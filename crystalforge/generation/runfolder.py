@@ -8,7 +8,6 @@ strategy hands back (:meth:`artifacts`, e.g. MCTS's ``results.csv``).
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence

@@ -457,10 +457,6 @@ class BoundCIFConstraints:
         if self.element_mask is not None:
             self.element_mask = self.element_mask[rows]
 
-    def masks(self) -> list[Mask]:
-        """Return the token groups each row may take next (for tests and debugging)."""
-        return [s.mask() for s in self.states]
-
 
 def parse_constraints(constrain: str) -> tuple[str, ...]:
     """Return the constraint names a ``constrain`` value stands for, in canonical order.
