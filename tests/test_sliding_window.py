@@ -128,3 +128,23 @@ def test_max_new_tokens_per_prompt(random_model):
     rows = sample_batch(random_model, prompts, max_new_tokens=[5, 90], pick_next=greedy_pick,
                         stop_on_double_newline=False)
     assert [len(r.ids) for r in rows] == [5, 90]
+
+
+def test_mcts_node_states_and_rollouts_slide_past_the_window(random_model):
+    from crystalforge.search.mcts import PUCTSearch, TreeRun
+
+    strategy = PUCTSearch(num_simulations=2, n_rollouts=2, bypass_chains=False, max_new_tokens=150, constrain="none")
+    run = TreeRun(strategy, random_model, TOK, "data_Na1Cl1\n", torch.Generator().manual_seed(3), None, None, "cpu")
+    # a node deeper than the window: its state is the window of its prefix, prefilled again
+    edge = TOK.encode("_cell_length_a 5.6\n_cell_length_b 5.6\n_cell_length_c 5.6\n" * 5)
+    assert len(run.prompt_ids) + len(edge) > BLOCK
+    deep = run.root.add_child(edge, 1.0)
+    state = run.state(deep)
+    with torch.no_grad():
+        full, _ = random_model(torch.tensor([(run.prompt_ids + edge)[-BLOCK:]]))
+    assert torch.allclose(state.logits[0], full[0, -1], atol=1e-4)
+    # its rollouts go on past the window, up to max_new_tokens in all
+    (rows,) = run.rollout_many([(state, 2)])
+    for ids, finished in rows:
+        assert len(edge) + len(ids) == 150 or finished
+    assert max(len(ids) for ids, _ in rows) > 0
