@@ -93,3 +93,30 @@ def test_shared_text_helpers():
     assert [truthy(v) for v in ("True", "yes", "0", "", True, 0, "on")] == [True, True, False, False, True, False, True]
     assert format_table(("a", "bb"), [(1, float("nan")), ("xyz", 0.123456)]) == [
         "a    bb", "---  ------", "1    nan", "xyz  0.1235"]
+
+
+def test_tree_search_candidates_are_validated_once(cf_tiny_model, plugin_manager):
+    from collections import Counter
+
+    from crystalforge import hookimpl
+    from crystalforge.validation.report import CheckResult
+
+    seen: Counter = Counter()
+
+    class Counting:
+        def check(self, cif, context):
+            seen[cif] += 1
+            return CheckResult("counting", True, None, "counted", False)
+
+    class Plugin:
+        @staticmethod
+        @hookimpl
+        def register_validators(register):
+            register("counting", Counting)
+
+    plugin_manager.register(Plugin, name="counting-plugin")
+    candidates = cf.generate("NaCl", n=2, search="puct", model=str(cf_tiny_model), plugin_manager=plugin_manager,
+                             search_options={"num_simulations": "4", "max_new_tokens": "30", "constrain": "none"},
+                             device="cpu")
+    assert candidates and all("counting" in c.report.checks for c in candidates)
+    assert seen and max(seen.values()) == 1  # judged while searching, never again by the pipeline
