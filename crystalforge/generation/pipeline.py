@@ -254,8 +254,7 @@ def make_pipeline(
         if built_scorer is not None and isinstance(scorer, str):
             built_scorer.close()
         raise
-    if built_model is not model or model is not None:
-        device = str(next(built_model.parameters()).device)
+    device = str(next(built_model.parameters()).device)  # a loaded model stays where it is
     return Pipeline(model=built_model, tokenizer=built_tokenizer, strategy=strategy, seed=seed,
                     batch_size=batch_size, device=device, scorer=built_scorer, checks=checks, progress=progress,
                     workers=max(1, int(workers)))
