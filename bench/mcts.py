@@ -22,7 +22,7 @@ import torch
 from crystalforge.cif.tokenizer import default_tokenizer
 from crystalforge.model.checkpoint import load_model
 from crystalforge.scoring.random import RandomScorer
-from crystalforge.search.mcts import GreedyTreeSearch, PUCTSearch, TreeRun, UCTSearch
+from crystalforge.search.mcts import GreedyTreeSearch, PrefixState, PUCTSearch, TreeRun, UCTSearch
 
 STRATEGIES = {"puct": PUCTSearch, "uct": UCTSearch, "mcts-greedy": GreedyTreeSearch}
 
@@ -42,37 +42,42 @@ class _Ids:
 
 
 class RecomputeRun(TreeRun):
-    """TreeRun computing every logit with a full forward pass over the whole context."""
+    """TreeRun computing every logit with a full forward pass over the (windowed) context."""
 
     @torch.no_grad()
     def _last(self, rows: list[list[int]]) -> torch.Tensor:
-        logits, _ = self.model(torch.tensor(rows, dtype=torch.long, device=self.device))
+        block = self.block_size
+        logits, _ = self.model(torch.tensor([r[-block:] for r in rows], dtype=torch.long, device=self.device))
         return logits[:, -1, :]
 
     def prefill(self, ids):
-        return _Ids(ids), self._last([ids])
+        return PrefixState(_Ids(ids), self._last([ids]), list(ids))
 
     def extend(self, state, tokens, copy=True):
-        ids = state[0].clone() if copy else state[0]
-        ids.ids.extend(tokens)
-        return ids, self._last([ids.ids])
+        ids = state.ids + list(tokens)
+        return PrefixState(_Ids(ids), self._last([ids]), ids)
 
     def rollout_many(self, leaves):
-        return [self.rollout(state, previous, n) for state, previous, n in leaves]
+        return [self.rollout(state, n) for state, n in leaves]
 
     @torch.no_grad()
-    def rollout(self, state, previous, n):
-        base, logits = state
-        steps = self.budget - base.length
-        rows = [list(base.ids) for _ in range(n)]
+    def rollout(self, state, n):
+        steps = self.budget - len(state.ids)
+        rows = [list(state.ids) for _ in range(n)]
         out: list[list[int]] = [[] for _ in range(n)]
         finished = [False] * n
         active = list(range(n))
-        logits = logits.expand(n, -1)
-        prev = [previous] * n
+        logits = state.logits.expand(n, -1)
+        bound = self.processor.start(rows) if self.processor is not None else None
+        generated = len(state.ids) > len(self.prompt_ids)
+        prev = [state.ids[-1] if generated else -1] * n
         for step in range(steps):
+            if bound is not None:
+                logits = bound(logits)
             uniforms = torch.rand(len(active), generator=self.generator)
             tokens = self.pick(logits, uniforms).tolist()
+            if bound is not None:
+                bound.advance(tokens)
             keep = []
             for i, (row, token) in enumerate(zip(active, tokens)):
                 out[row].append(token)
@@ -85,6 +90,8 @@ class RecomputeRun(TreeRun):
                 break
             active = [active[i] for i in keep]
             prev = [tokens[i] for i in keep]
+            if bound is not None and len(keep) < len(tokens):
+                bound.keep(keep)
             logits = self._last([rows[r] for r in active])
         return list(zip(out, finished))
 
@@ -111,6 +118,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--constrain", default="none", help="logits masks of the searches (none: no masks)")
+    parser.add_argument("--no-reference", action="store_true", help="skip the slow recompute reference")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -125,9 +134,9 @@ def main() -> None:
     model = load_model(path, device=args.device)
     tokenizer = default_tokenizer()
     options = dict(num_simulations=args.simulations, n_rollouts=args.n_rollouts,
-                   max_new_tokens=args.max_new_tokens, top_k=10)
+                   max_new_tokens=args.max_new_tokens, top_k=10, constrain=args.constrain)
     results = {}
-    runs = [("kv-cache", TreeRun, 1), ("recompute", RecomputeRun, 1)]
+    runs = [("kv-cache", TreeRun, 1)] + ([] if args.no_reference else [("recompute", RecomputeRun, 1)])
     if args.batch_leaves > 1:
         runs.append((f"kv-cache x{args.batch_leaves} leaves", TreeRun, args.batch_leaves))
     for label, run_class, batch_leaves in runs:
@@ -142,6 +151,8 @@ def main() -> None:
     print(f"{'implementation':<24}{'seconds':>10}{'sim/s':>10}{'rollouts':>10}")
     for label, (seconds, texts) in results.items():
         print(f"{label:<24}{seconds:>10.2f}{args.simulations / seconds:>10.2f}{len(texts):>10}")
+    if args.no_reference:
+        return
     (fast, a), (slow, b) = results["kv-cache"], results["recompute"]
     same = sum(x == y for x, y in zip(a, b))
     print(f"speed-up (same tree, one leaf per batch): {slow / fast:.1f}x; "

@@ -17,7 +17,7 @@ import sys
 import time
 
 import crystalforge as cf
-from crystalforge.generation.runner import rank_candidates
+from crystalforge.generation.ranking import rank_candidates
 
 
 def summarize(candidates) -> tuple[float, float, int]:

@@ -13,7 +13,8 @@ from crystalforge.cif.postprocess import postprocess_cif
 from crystalforge.cif.preprocess import preprocess_cif
 from crystalforge.errors import CIFError, CompositionError, SpaceGroupError, UnknownComponentError
 from crystalforge.generation.candidate import Candidate
-from crystalforge.generation.runner import candidate_stem, make_specs, rank_candidates, read_prompts
+from crystalforge.generation.prompts import candidate_stem, make_specs, read_prompts
+from crystalforge.generation.ranking import rank_candidates
 
 FAST = {"max_new_tokens": 60}
 
@@ -168,7 +169,7 @@ def test_strategies_without_indices_get_one_prompt_at_a_time(cf_tiny_model, plug
 
 
 def test_validation_workers_give_the_same_reports(cf_tiny_model, plugin_manager, perov_raw):
-    from crystalforge.generation.runner import make_pipeline
+    from crystalforge.generation.pipeline import make_pipeline
 
     pipeline = make_pipeline(model=str(cf_tiny_model), plugin_manager=plugin_manager, workers=2)
     made = [_real_candidate(raw) for _, raw in perov_raw[:3]]

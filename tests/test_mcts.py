@@ -20,7 +20,7 @@ from crystalforge.errors import OptionError
 from crystalforge.scoring.random import RandomScorer
 from crystalforge.search.mcts import (PUCTSearch, TreeRun, UCTSearch, GreedyTreeSearch,
                                       best_evaluations, Evaluation)
-from crystalforge.search.tree import (Node, RewardModel, child_priors, epsilon_greedy_select,
+from crystalforge.search.mcts.tree import (Node, RewardModel, child_priors, epsilon_greedy_select,
                                       puct_scores, puct_select, uct_scores, uct_select)
 
 
@@ -137,7 +137,7 @@ def test_space_group_position_branches_wider(random_model, tokenizer):
         strategy = PUCTSearch(width=4, space_group_width=sg_width, branch_cutoff=1.0)
         run = TreeRun(strategy, random_model, tokenizer, prompt, torch.Generator().manual_seed(0),
                       None, None, "cpu")
-        run.expand(run.root, run.root_state[1])
+        run.expand(run.root, run.root_state.logits)
         assert len(run.root.children) == expected
 
 
@@ -171,7 +171,7 @@ def test_node_state_extends_cache_and_matches_full_forward(random_model, tokeniz
     while node.children:
         node = max(node.children, key=lambda c: c.visits)
     run.states.clear()  # force a rebuild from the root's cache
-    _, logits = run.state(node)
+    logits = run.state(node).logits
     ids = torch.tensor([run.prompt_ids + node.path_tokens()])
     with torch.no_grad():
         full, _ = random_model(ids)
@@ -268,7 +268,9 @@ def test_n_best_overrides_n(random_model, tokenizer):
 
 def test_runner_reuses_tree_scores_and_writes_results(memorizing_model, plugin_manager, tmp_path):
     """The run folder gets results.csv by itself, and candidates are not scored twice."""
-    from crystalforge.generation.runner import make_pipeline, make_specs, run_to_folder
+    from crystalforge.generation.pipeline import make_pipeline
+    from crystalforge.generation.prompts import make_specs
+    from crystalforge.generation.runfolder import run_to_folder
 
     class CountingScorer(RandomScorer):
         calls = 0
@@ -397,11 +399,10 @@ def test_batched_rollouts_of_leaves_at_different_depths_match_one_by_one(random_
     deep = next(n for n in run.root.children if n.children).children[0]
     leaves = []
     for node in (shallow, deep):
-        ids = run.prompt_ids + node.path_tokens()
-        leaves.append((run.state(node), ids[-1], 2))
-    assert leaves[0][0][0].length != leaves[1][0][0].length
+        leaves.append((run.state(node), 2))
+    assert leaves[0][0].cache.length != leaves[1][0].cache.length
     together = run.rollout_many(leaves)
-    alone = [run.rollout(state, previous, n) for state, previous, n in leaves]
+    alone = [run.rollout(state, n) for state, n in leaves]
     assert together == alone
     assert all(len(ids) <= run.budget - len(run.prompt_ids) for group in together for ids, _ in group)
 

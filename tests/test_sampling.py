@@ -45,7 +45,7 @@ def reference_greedy(model: GPT, prompt_ids: list[int], steps: int) -> list[int]
             token = int(torch.argmax(logits[0, -1]))
             ids.append(token)
             out.append(token)
-            if token == NL and ids[-2] == NL:
+            if token == NL and len(out) >= 2 and out[-2] == NL:  # generated newlines only
                 break
     return out
 
@@ -122,16 +122,18 @@ def test_rows_stop_independently_and_match_single_row_decoding(model, prompts):
         assert alone == row
 
 
-def test_first_token_newline_after_prompt_newline_ends_the_row(model):
+def test_first_token_newline_after_prompt_newline_does_not_end_the_row(model):
+    # only generated newlines count towards the end marker (the prompt's own does not)
     force_newline = lambda logits, u: torch.full((logits.size(0),), NL, dtype=torch.long)  # noqa: E731
     rows = sample_batch(model, [TOK.encode("data_NaCl\n")], max_new_tokens=10, pick_next=force_newline)
-    assert rows[0].ids == [NL] and rows[0].finished
+    assert rows[0].ids == [NL, NL] and rows[0].finished
 
 
-def test_context_window_bounds_generation(model):
+def test_generation_goes_on_past_the_context_window(model):
     ids = TOK.encode(make_prompt("CaTiO3", "Pm-3m"))
-    rows = sample_batch(model, [ids], max_new_tokens=10_000, pick_next=greedy_pick, stop_on_double_newline=False)
-    assert len(rows[0].ids) == model.config.block_size - len(ids) and not rows[0].finished
+    steps = model.config.block_size - len(ids) + 20
+    rows = sample_batch(model, [ids], max_new_tokens=steps, pick_next=greedy_pick, stop_on_double_newline=False)
+    assert len(rows[0].ids) == steps and not rows[0].finished  # the window slides; max_new_tokens bounds it
     with pytest.raises(SequenceTooLongError):
         sample_batch(model, [[1] * 300], max_new_tokens=5, pick_next=greedy_pick)
 

@@ -9,25 +9,10 @@ from typing import Any
 
 import click
 
-from ..errors import CompositionError, OptionError
+from ..util import format_table, parse_dotted_pairs, parse_pairs
 from . import get_plugin_manager
 
 TABLE_ROWS = 20
-
-
-def parse_pairs(pairs: tuple[str, ...], flag: str) -> dict[str, str]:
-    """Return ``KEY=VALUE`` strings as a dict (the component converts the values).
-
-    Raises:
-        OptionError: an item is not ``KEY=VALUE``.
-    """
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise OptionError(f"{flag} expects KEY=VALUE, got {pair!r} (example: {flag} top_k=5)")
-        out[key.strip()] = value.strip()
-    return out
 
 
 @click.command()
@@ -40,8 +25,12 @@ def parse_pairs(pairs: tuple[str, ...], flag: str) -> dict[str, str]:
               help="Search strategy option, e.g. -o top_k=5 -o constrain=both.")
 @click.option("--scorer", default=None, help="Scorer to rank by (crystalforge list scorer).")
 @click.option("--scorer-opt", "scorer_opts", multiple=True, metavar="KEY=VALUE", help="Scorer option.")
-@click.option("--model", "model_path", default=None, metavar="PATH",
-              help="Checkpoint file or folder (default: the embedded model).")
+@click.option("--model", "model_path", default=None, metavar="NAME_OR_PATH",
+              help="Registered model name, else a checkpoint file or folder (default: the embedded model).")
+@click.option("--model-opt", "model_opts", multiple=True, metavar="KEY=VALUE", help="Model option.")
+@click.option("--tokenizer", default=None, help="Tokenizer (crystalforge list tokenizer; default: crystallm).")
+@click.option("--validator-opt", "validator_opts", multiple=True, metavar="CHECK.KEY=VALUE",
+              help="Validator option, e.g. --validator-opt bond_length.tolerance=0.3.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
               help="Model dtype (default float32).")
@@ -60,7 +49,8 @@ def parse_pairs(pairs: tuple[str, ...], flag: str) -> dict[str, str]:
 @click.pass_context
 def run(ctx: click.Context, compositions: tuple[str, ...], spacegroup: str | None, z: int | None, n: int,
         search: str, search_opts: tuple[str, ...], scorer: str | None, scorer_opts: tuple[str, ...],
-        model_path: str | None, device: str, dtype: str | None, out_dir: Path, seed: int,
+        model_path: str | None, model_opts: tuple[str, ...], tokenizer: str | None,
+        validator_opts: tuple[str, ...], device: str, dtype: str | None, out_dir: Path, seed: int,
         prompts_path: Path | None, batch_size: int, workers: int, require: tuple[str, ...], no_progress: bool,
         as_json: bool) -> None:
     """Generate candidate structures for compositions, validate, score and rank them.
@@ -77,53 +67,30 @@ def run(ctx: click.Context, compositions: tuple[str, ...], spacegroup: str | Non
       crystalforge run LiFePO4 -n 50 --scorer zmq --scorer-opt port=5555
       torchrun --nproc_per_node=4 -m crystalforge run --prompts prompts.txt -n 100 --device cuda
     """
-    from ..generation.runner import make_pipeline, make_specs, read_prompts, run_to_folder
-    from ..generation.shard import distributed_context, rank_device
+    from ..generation.api import generate
 
-    search_options = parse_pairs(search_opts, "-o")
-    scorer_options = parse_pairs(scorer_opts, "--scorer-opt")
-    # every input is checked before the model is loaded
-    specs = make_specs(compositions, spacegroup, z) if compositions else []
-    if prompts_path is not None:
-        specs += read_prompts(prompts_path, spacegroup, z)
-    if not specs:
-        raise CompositionError("no composition given: name one (e.g. CaTiO3) or pass --prompts FILE")
-
-    from ..generation.runner import dedupe_specs, resolve_device
-
-    specs = dedupe_specs(specs)
-    device = resolve_device(device)
-    context = distributed_context(device)
-    try:
-        pipeline = make_pipeline(
-            model=model_path, search=search, search_options=search_options, scorer=scorer,
-            scorer_options=scorer_options, seed=seed, device=rank_device(device, context), dtype=dtype,
-            batch_size=batch_size, plugin_manager=get_plugin_manager(ctx), validate=True, require=require,
-            progress=not no_progress and not as_json, workers=workers,
-        )
-        settings = {"seed": seed, "search": search, "search_options": search_options,
-                    "model": str(Path(model_path).resolve()) if model_path else "default",
-                    "scorer": scorer, "scorer_options": scorer_options, "require": list(require)}
-        try:
-            result = run_to_folder(pipeline, specs, n, out_dir, settings=settings, context=context)
-        finally:
-            if pipeline.scorer is not None:
-                pipeline.scorer.close()
-    finally:
-        context.close()
-    if not context.is_main:
+    result = generate(
+        list(compositions), spacegroup=spacegroup, n=n, search=search, scorer=scorer, model=model_path, seed=seed,
+        z=z, search_options=parse_pairs(search_opts, "-o"), scorer_options=parse_pairs(scorer_opts, "--scorer-opt"),
+        device=device, batch_size=batch_size, plugin_manager=get_plugin_manager(ctx), require=require,
+        progress=not no_progress and not as_json, workers=workers, dtype=dtype, prompts=prompts_path,
+        out=out_dir, tokenizer=tokenizer, model_options=parse_pairs(model_opts, "--model-opt"),
+        validator_options=parse_dotted_pairs(validator_opts, "--validator-opt"),
+    )
+    run = result.run
+    if run.summary_path is None:  # not the main process of a torchrun
         return
     if as_json:
         click.echo(json.dumps({
-            "out": str(result.out_dir), "summary": str(result.summary_path), "candidates": len(result.rows),
-            "generated": result.generated, "resumed": result.resumed, "valid": result.valid,
-            "lower_is_better": result.lower_is_better, "rows": [_plain(r) for r in result.rows],
+            "out": str(run.out_dir), "summary": str(run.summary_path), "candidates": len(run.rows),
+            "generated": run.generated, "resumed": run.resumed, "valid": run.valid,
+            "lower_is_better": run.lower_is_better, "rows": [_plain(r) for r in run.rows],
         }, indent=2, default=str))
         return
-    _print_table(result.rows, scored=scorer is not None)
+    _print_table(run.rows, scored=scorer is not None)
     click.echo(
-        f"{len(result.rows)} candidates ({result.generated} generated, {result.resumed} kept from before), "
-        f"{result.valid} valid -> {result.summary_path}"
+        f"{len(run.rows)} candidates ({run.generated} generated, {run.resumed} kept from before), "
+        f"{run.valid} valid -> {run.summary_path}"
     )
 
 
@@ -140,13 +107,12 @@ def _print_table(rows: list[dict[str, Any]], scored: bool) -> None:
         cells = [str(row.get("rank", "")), row.get("file", ""), row.get("spacegroup_asked") or "-",
                  row.get("spacegroup_found") or "-", "yes" if row.get("is_valid") else "no"]
         if scored:
-            cells.append("nan" if score is None or (isinstance(score, float) and math.isnan(score)) else f"{score:.4g}")
+            cells.append(float("nan") if score is None else score)
         failed = row.get("failed") or ""
         failed = failed.replace(";", ", ") if failed else "-"
         cells.append(failed if len(failed) <= 60 else failed[:57] + "...")
         body.append(tuple(cells))
-    widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
-    for line in [header, tuple("-" * w for w in widths), *body]:
-        click.echo("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip())
+    for line in format_table(header, body):
+        click.echo(line)
     if len(rows) > TABLE_ROWS:
         click.echo(f"... {len(rows) - TABLE_ROWS} more in summary.csv")

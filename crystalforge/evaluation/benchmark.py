@@ -319,7 +319,7 @@ def run_benchmark(
         settings.update(generated=str(generated), model=None, search=None)
     else:
         if model is None:
-            from ..generation.runner import resolve_device
+            from ..generation.components import resolve_device
             from ..model.checkpoint import load_model
 
             model = load_model(model_path, device=resolve_device(device))

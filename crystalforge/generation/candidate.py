@@ -52,7 +52,7 @@ class Candidate:
 
     def __attrs_post_init__(self) -> None:
         if not self.name:
-            from .runner import candidate_stem
+            from .prompts import candidate_stem
 
             self.name = candidate_stem(self.formula, self.spacegroup, self.index)
 

@@ -7,12 +7,14 @@ A strategy is a component (attrs class whose fields are its options) with::
 
 returning, for each prompt, ``n`` samples (tree searches may return fewer or more: the
 best candidates they found). ``scorer`` and ``validate`` are given to strategies that
-steer by them (MCTS); sampling strategies ignore them.
+steer by them (MCTS); sampling strategies ignore them. A strategy may also have
+``artifacts() -> {file name: rows}``: extra tables the run folder writes as CSV (MCTS:
+``results.csv``, every scored rollout).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any
 
 import attrs
 
@@ -32,20 +34,3 @@ class Sample:
     n_tokens: int
     finished: bool = True
     extra: dict[str, Any] = attrs.field(factory=dict)
-
-
-class SearchStrategy(Protocol):
-    def generate(
-        self,
-        model: Any,
-        tokenizer: Any,
-        prompts: Sequence[str],
-        n: int,
-        *,
-        generator: Any,
-        device: Any = "cpu",
-        batch_size: int = 32,
-        scorer: Any = None,
-        validate: Callable[[str], Any] | None = None,
-        progress: bool = True,
-    ) -> list[list[Sample]]: ...

@@ -4,7 +4,14 @@ One call decodes many rows together: distinct prompts are left-padded and prefil
 once, the cache is expanded to the requested number of rows per prompt
 (``KVCache.select``), then one token per row is appended per step. A row that emits the
 end-of-CIF marker (two consecutive newline tokens) is finished and dropped from the
-active batch while the others go on; nothing ever re-runs the whole context.
+active batch while the others go on. Only generated newlines count: a prompt's trailing
+newline followed by a generated one does not end a row.
+
+A row that fills the model's context window (``block_size`` tokens) goes on over its last
+``block_size`` tokens, as CrystaLLM does: the cropped window is prefilled into a fresh
+cache (:func:`refill`) and decoding continues from there, so the output equals a loop
+that runs the cropped sequence through the model for every token. Before the window is
+full, nothing ever re-runs the context.
 
 Randomness comes in as uniforms in ``[0, 1)``, one per row and step, drawn on the CPU
 either from one shared ``torch.Generator`` or from one generator per row. With one
@@ -24,19 +31,19 @@ Example (what MCTS rollouts use)::
 from __future__ import annotations
 
 import logging
-from typing import Callable, NamedTuple, Protocol, Sequence
+from typing import NamedTuple, Protocol, Sequence
 
 import torch
 
 from ..errors import SequenceTooLongError
+from .pickers import (PickNext, filter_top_k, filter_top_p, greedy_pick, make_picker,  # noqa: F401 - the engine's API
+                      sample_from_logits)
 
 logger = logging.getLogger(__name__)
 
 #: id of the newline token in the CrystaLLM vocabulary
 NEWLINE_ID = 142
 
-#: ``pick_next(logits[B, V], uniforms[B]) -> LongTensor[B]``
-PickNext = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class Decoded(NamedTuple):
@@ -62,73 +69,6 @@ class BoundProcessor(Protocol):
 
 class LogitsProcessor(Protocol):
     def start(self, row_prompts: Sequence[Sequence[int]]) -> BoundProcessor: ...
-
-
-# -- pickers ------------------------------------------------------------------------
-def greedy_pick(logits: torch.Tensor, uniforms: torch.Tensor | None = None) -> torch.Tensor:
-    """Return the most likely token of each row (the first one on ties)."""
-    return torch.argmax(logits, dim=-1)
-
-
-def filter_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
-    """Return ``logits`` with everything below each row's k-th largest value set to -inf."""
-    if k <= 0 or k >= logits.size(-1):
-        return logits
-    kth = torch.topk(logits, k, dim=-1).values[:, -1:]  # [B, 1]
-    return logits.masked_fill(logits < kth, float("-inf"))
-
-
-def filter_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """Return ``logits`` keeping, per row, the smallest most-likely set with mass >= p."""
-    if p >= 1.0:
-        return logits
-    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-    probs = torch.softmax(sorted_logits, dim=-1)
-    mass_before = torch.cumsum(probs, dim=-1) - probs  # [B, V] mass of strictly better tokens
-    drop_sorted = mass_before >= p
-    drop_sorted[:, 0] = False  # the most likely token always stays
-    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-    return logits.masked_fill(drop, float("-inf"))
-
-
-def sample_from_logits(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-    """Return one token per row drawn from ``softmax(logits)`` by inverting the CDF at ``uniforms``.
-
-    Tokens with zero probability are never drawn. Deterministic given the uniforms.
-    """
-    probs = torch.softmax(logits.float(), dim=-1)
-    cdf = torch.cumsum(probs, dim=-1)  # [B, V]
-    target = (uniforms.to(cdf.device, cdf.dtype) * cdf[:, -1]).unsqueeze(-1)  # [B, 1]
-    picked = torch.searchsorted(cdf, target, right=True).squeeze(-1)
-    return picked.clamp_(max=logits.size(-1) - 1)
-
-
-def make_picker(temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, greedy: bool = False) -> PickNext:
-    """Return ``pick_next(logits, uniforms)``: temperature, then top-k, then top-p, then a draw.
-
-    ``greedy`` (or ``temperature == 0``) ignores the uniforms and takes the argmax.
-
-    Raises:
-        ValueError: a negative temperature, negative ``top_k`` or ``top_p`` outside (0, 1].
-    """
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if top_k < 0:
-        raise ValueError(f"top_k must be >= 0, got {top_k}")
-    if not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    if greedy or temperature == 0:
-        return greedy_pick
-
-    def pick(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-        logits = logits.float() / temperature
-        if top_k:
-            logits = filter_top_k(logits, top_k)
-        if top_p < 1.0:
-            logits = filter_top_p(logits, top_p)
-        return sample_from_logits(logits, uniforms)
-
-    return pick
 
 
 # -- randomness -----------------------------------------------------------------------
@@ -172,12 +112,77 @@ def _model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def window(ids: Sequence[int], block_size: int) -> list[int]:
+    """Return the last ``block_size`` tokens of ``ids``: the context the model sees next."""
+    return list(ids[-block_size:]) if len(ids) > block_size else list(ids)
+
+
+@torch.no_grad()
+def refill(model, rows: Sequence[Sequence[int]], room: int = 0):
+    """Prefill a fresh cache with each row's window; return ``(cache, last logits[B, V])``.
+
+    Each row keeps its last ``block_size`` tokens (all of them when shorter), left-padded
+    to a common width; the cache has room for ``room`` more columns, up to ``block_size``.
+    This is the sliding-window step: once a row holds ``block_size`` tokens the next one is
+    predicted from the last ``block_size`` tokens at positions ``0 .. block_size - 1``, as
+    a full forward pass of the cropped sequence would (CrystaLLM's rule). Absolute
+    position embeddings change every key and value when the window moves, so the window is
+    prefilled again; tokens before the context is full stay incremental.
+    """
+    block_size = int(model.config.block_size)
+    idx, pad_mask = left_pad([window(r, block_size) for r in rows])
+    device = _model_device(model)
+    cache = model.new_cache(idx.size(0), max_len=min(block_size, idx.size(1) + max(room, 0)) or 1)
+    logits = model.forward_cached(idx.to(device), cache, pad_mask=pad_mask.to(device))[:, -1, :]
+    return cache, logits
+
+
+@torch.no_grad()
+def extend(model, cache, ids: Sequence[int], tokens: Sequence[int], room: int = 0):
+    """Append ``tokens`` to a one-row ``cache`` whose row holds the tail of ``ids``.
+
+    ``ids`` is the whole sequence before ``tokens``. Returns ``(cache, last logits[1, V])``:
+    the same cache extended in place when the tokens fit the cache and the context window,
+    else a fresh cache prefilled with the window of ``ids + tokens`` (see :func:`refill`),
+    with room for ``room`` more columns.
+    """
+    block_size = int(model.config.block_size)
+    tokens = list(tokens)
+    if cache.length + len(tokens) <= cache.max_len and int(cache.positions.max()) + len(tokens) <= block_size:
+        idx = torch.tensor([tokens], dtype=torch.long, device=cache.device)
+        return cache, model.forward_cached(idx, cache)[:, -1, :]
+    return refill(model, [list(ids) + tokens], room)
+
+
+def stack(model, caches: Sequence, counts: Sequence[int], room: int):
+    """Return one cache holding ``counts[i]`` copies of one-row ``caches[i]``, right-aligned.
+
+    Shorter rows get padding on the left, so every row keeps its own positions; ``room``
+    more columns fit after the widest (up to ``block_size``).
+    """
+    width = max(c.length for c in caches)
+    block_size = int(model.config.block_size)
+    stacked = model.new_cache(sum(counts), max_len=max(width, min(block_size, width + room)))
+    stacked.valid.zero_()
+    row = 0
+    for cache, n in zip(caches, counts):
+        offset, length = width - cache.length, cache.length
+        rows = slice(row, row + n)
+        stacked.keys[:, rows, :, offset:width] = cache.keys[:, :1, :, :length]
+        stacked.values[:, rows, :, offset:width] = cache.values[:, :1, :, :length]
+        stacked.valid[rows, offset:width] = cache.valid[:1, :length]
+        stacked.positions[rows] = cache.positions[0]
+        row += n
+    stacked.length = width
+    return stacked
+
+
 @torch.no_grad()
 def sample_batch(
     model,
     prompt_ids: Sequence[Sequence[int]],
     *,
-    max_new_tokens: int,
+    max_new_tokens: int | Sequence[int],
     pick_next: PickNext,
     generator: torch.Generator | Sequence[torch.Generator] | None = None,
     repeats: int | Sequence[int] = 1,
@@ -186,36 +191,49 @@ def sample_batch(
     processor: LogitsProcessor | None = None,
     cache=None,
     last_logits: torch.Tensor | None = None,
+    generated: Sequence[int] | None = None,
 ) -> list[Decoded]:
     """Decode ``repeats`` continuations of each prompt together through one KV cache.
+
+    A row that fills the model's context goes on over its last ``block_size`` tokens (the
+    sliding window, see :func:`refill`) until it ends or ``max_new_tokens`` run out, so
+    the output equals a loop that runs the whole cropped sequence through the model for
+    every token.
 
     Args:
         model: a GPT with ``new_cache`` and ``forward_cached`` (eval mode).
         prompt_ids: the distinct prompts as token ids (non-empty, any lengths).
-        max_new_tokens: most tokens to generate per row (also bounded by the context window).
+        max_new_tokens: most tokens to generate per row (an int, or one per prompt).
         pick_next: ``pick_next(logits[B, V], uniforms[B]) -> ids[B]`` (see :func:`make_picker`).
         generator: one CPU ``torch.Generator`` shared by all rows, or a sequence with one
             per output row (row-independent results); None only for greedy pickers.
         repeats: rows per prompt (an int for all, or one count per prompt).
-        stop_on_double_newline: end a row at two consecutive newline tokens (the prompt's
-            last token counts as the previous one).
+        stop_on_double_newline: end a row at two consecutive generated newline tokens.
         processor: optional logits processor (masks applied before ``pick_next``).
-        cache, last_logits: continue from an existing cache holding exactly the distinct
-            prompts (one row each, in order) and their last-position logits ``[P, V]``,
-            instead of prefilling (MCTS: a node's prefix). A cache that needs no expansion
-            is extended in place: pass ``cache.clone()`` to keep the original.
+        cache, last_logits: continue from an existing cache holding the tail of each
+            distinct prompt (one row each, in order) and their last-position logits
+            ``[P, V]``, instead of prefilling (MCTS: a node's prefix). A cache that needs
+            no expansion is extended in place: pass ``cache.clone()`` to keep the original.
+        generated: per prompt, how many of its last tokens were generated (MCTS: a node's
+            edge tokens), so a newline among them counts towards the end marker; a
+            prompt's own newlines never do. Default: none.
 
     Returns:
         One :class:`Decoded` per output row, prompt-major: all rows of prompt 0, then prompt 1, ...
 
     Raises:
-        SequenceTooLongError: a prompt leaves no room in the model's context window.
+        SequenceTooLongError: a prompt to prefill fills the model's whole context window.
     """
     if not prompt_ids:
         return []
-    counts = [repeats] * len(prompt_ids) if isinstance(repeats, int) else list(repeats)
-    if len(counts) != len(prompt_ids) or any(c < 0 for c in counts):
+    n_prompts = len(prompt_ids)
+    counts = [repeats] * n_prompts if isinstance(repeats, int) else list(repeats)
+    limits = [max_new_tokens] * n_prompts if isinstance(max_new_tokens, int) else list(max_new_tokens)
+    tails = [0] * n_prompts if generated is None else list(generated)
+    if len(counts) != n_prompts or any(c < 0 for c in counts):
         raise ValueError("repeats must be a non-negative count per prompt")
+    if len(limits) != n_prompts or len(tails) != n_prompts:
+        raise ValueError("max_new_tokens and generated need one value per prompt")
     if any(len(p) == 0 for p in prompt_ids):
         raise ValueError("prompts must not be empty")
     kept = [i for i, c in enumerate(counts) if c > 0]
@@ -224,31 +242,28 @@ def sample_batch(
         return []
     prompts = [list(prompt_ids[i]) for i in kept]
     block_size = int(model.config.block_size)
-    idx, pad_mask = left_pad(prompts)
-    width = idx.size(1) if cache is None else cache.length
-    if width >= block_size:
-        raise SequenceTooLongError(
-            f"prompt has {width} tokens but the model's context window is {block_size}; shorten the prompt"
-        )
-    steps = max(0, min(max_new_tokens, block_size - width))
-    if steps < max_new_tokens:
-        logger.debug("max_new_tokens %d capped at %d by the context window", max_new_tokens, steps)
-
     device = _model_device(model)
-    uniforms = _Uniforms(generator, n_rows, steps)
     row_prompt = torch.repeat_interleave(
         torch.arange(len(prompts)), torch.tensor([counts[i] for i in kept])
     )  # [n_rows] -> index into prompts
+    row_limit = torch.tensor([max(0, limits[i]) for i in kept]).index_select(0, row_prompt)  # [n_rows]
+    steps = int(row_limit.max())
+    uniforms = _Uniforms(generator, n_rows, steps)
     bound = processor.start([prompts[int(p)] for p in row_prompt]) if processor is not None else None
 
     # Prefill every distinct prompt once, then expand the cache to one row per sample.
     if cache is None:
-        cache = model.new_cache(len(prompts), max_len=width + steps)
+        idx, pad_mask = left_pad(prompts)
+        width = idx.size(1)
+        if width >= block_size:
+            raise SequenceTooLongError(
+                f"prompt has {width} tokens but the model's context window is {block_size}; shorten the prompt"
+            )
+        cache = model.new_cache(len(prompts), max_len=min(block_size, width + max(steps, 1)))
         logits = model.forward_cached(idx.to(device), cache, pad_mask=pad_mask.to(device))[:, -1, :]
     else:
         if last_logits is None or cache.batch_size != len(prompts) or last_logits.size(0) != len(prompts):
             raise ValueError("a given cache needs last_logits and one row per prompt with samples")
-        steps = min(steps, cache.max_len - cache.length)
         logits = last_logits
     expand = row_prompt.to(device)
     if n_rows != len(prompts):  # otherwise every prompt has exactly one row already
@@ -259,7 +274,9 @@ def sample_batch(
     lengths = torch.zeros(n_rows, dtype=torch.long)
     finished = torch.zeros(n_rows, dtype=torch.bool)
     active = torch.arange(n_rows)  # output row of each active batch row (CPU)
-    previous = idx[:, -1].index_select(0, row_prompt).to(device)  # last token per active row
+    # the token before each row's first new one, when it was generated (else never a newline)
+    previous = torch.tensor([prompts[int(p)][-1] if tails[kept[int(p)]] > 0 else -1 for p in row_prompt],
+                            dtype=torch.long, device=device)
 
     for step in range(steps):
         if bound is not None:
@@ -269,24 +286,30 @@ def sample_batch(
         lengths[active] = step + 1
         if bound is not None:
             bound.advance(tokens.tolist())
+        stop = row_limit[active] <= step + 1  # [B] CPU: no tokens left
         if stop_on_double_newline:
-            done = (tokens == newline_id) & (previous == newline_id)
-            if bool(done.any()):
-                done_cpu = done.cpu()
-                finished[active[done_cpu]] = True
-                keep = (~done_cpu).nonzero().squeeze(-1)
-                if keep.numel() == 0:
-                    break
-                active = active[keep]
-                keep_device = keep.to(device)
-                tokens = tokens.index_select(0, keep_device)
-                cache = cache.select(keep_device)
-                if bound is not None:
-                    bound.keep(keep.tolist())
-            previous = tokens
+            done = ((tokens == newline_id) & (previous == newline_id)).cpu()
+            finished[active[done]] = True
+            stop = stop | done
+        if bool(stop.any()):
+            keep = (~stop).nonzero().squeeze(-1)
+            if keep.numel() == 0:
+                break
+            active = active[keep]
+            keep_device = keep.to(device)
+            tokens = tokens.index_select(0, keep_device)
+            cache = cache.select(keep_device)
+            if bound is not None:
+                bound.keep(keep.tolist())
+        previous = tokens
         if step + 1 == steps:
             break
-        logits = model.forward_cached(tokens.unsqueeze(-1), cache)[:, -1, :]
+        if cache.length >= cache.max_len:  # context (or cache) full: slide the window
+            generated_so_far = out[active.to(device), : step + 1].cpu().tolist()
+            rows = [prompts[int(row_prompt[r])] + g for r, g in zip(active.tolist(), generated_so_far)]
+            cache, logits = refill(model, rows, room=steps - step - 1)
+        else:
+            logits = model.forward_cached(tokens.unsqueeze(-1), cache)[:, -1, :]
 
     rows = out.cpu().tolist()
     return [

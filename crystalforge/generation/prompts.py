@@ -1,0 +1,174 @@
+"""Prompt specs: what to generate from, checked before any work.
+
+A :class:`PromptSpec` pairs what was asked (composition, space group, Z) with the exact
+prompt text and the key that names its candidates' files. Specs come from compositions
+(:func:`make_specs`) or from a prompts file, folder or tar archive (:func:`read_prompts`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tarfile
+from pathlib import Path
+from typing import Sequence
+
+import attrs
+
+from ..errors import CompositionError, CrystalforgeError, DataError
+
+logger = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class PromptSpec:
+    """One prompt to generate from: what was asked and the exact prompt text.
+
+    ``key`` names the prompt's candidates (``<key>_<index>``): ``<formula>_<spacegroup or any>``
+    for compositions, the file stem for prompt files.
+    """
+
+    composition: str
+    formula: str
+    spacegroup: str | None
+    prompt: str
+    key: str
+    z: int | None = None
+
+
+def _safe(text: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c in "-_.+=" else "_" for c in text.strip())
+    return cleaned.strip(".") or "prompt"
+
+
+def candidate_stem(formula: str, spacegroup: str | None, index: int) -> str:
+    """Return the deterministic name of a candidate: ``<formula>_<spacegroup or any>_<index>``."""
+    return f"{spec_key(formula, spacegroup)}_{index}"
+
+
+def spec_key(formula: str, spacegroup: str | None) -> str:
+    """Return ``<formula>_<spacegroup or any>`` usable as a file stem (``/`` becomes ``_``)."""
+    return _safe(f"{formula}_{spacegroup.replace('/', '_') if spacegroup else 'any'}")
+
+
+def make_spec(composition: str, spacegroup: str | int | None = None, z: int | None = None) -> PromptSpec:
+    """Return the prompt spec of a composition (reduced or cell formula) and optional space group.
+
+    Raises:
+        CompositionError: malformed formula, unknown element or bad ``z``.
+        SpaceGroupError: unknown space group.
+    """
+    from ..cif.extract import normalize_space_group
+    from ..cif.prompt import make_prompt, prompt_formula
+
+    symbol = normalize_space_group(spacegroup) if spacegroup not in (None, "") else None
+    _check_elements(composition)
+    prompt = make_prompt(composition, symbol, z)
+    formula = prompt_formula(composition, z)
+    return PromptSpec(composition=composition, formula=formula, spacegroup=symbol, prompt=prompt,
+                      key=spec_key(formula, symbol), z=z)
+
+
+def _check_elements(composition: str) -> None:
+    """Raise CompositionError for symbols pymatgen reads as dummy species (``Xx``, ``Qq``),
+    exponents, zero or fractional counts and oversized cells (one gate: check_composition)."""
+    from pymatgen.core import Element
+
+    from ..cif.composition import check_composition
+
+    for element in check_composition(composition).elements:
+        if not isinstance(element, Element):
+            symbol = getattr(element, "symbol", str(element))
+            raise CompositionError(f"composition {composition!r} names an unknown element {symbol!r}")
+
+
+def make_specs(
+    compositions: str | Sequence[str], spacegroup: str | int | None = None, z: int | None = None
+) -> list[PromptSpec]:
+    """Return one spec per composition (all checked before any work), duplicates dropped.
+
+    Raises:
+        CompositionError, SpaceGroupError: on the first bad input.
+    """
+    if isinstance(compositions, str):
+        compositions = [compositions]
+    if not compositions:
+        raise CompositionError("no composition given: name at least one, e.g. CaTiO3")
+    return dedupe_specs([make_spec(c, spacegroup, z) for c in compositions])
+
+
+def dedupe_specs(specs: Sequence[PromptSpec]) -> list[PromptSpec]:
+    """Return ``specs`` without repeated keys (a repeat would name the same files)."""
+    seen: dict[str, PromptSpec] = {}
+    for spec in specs:
+        if spec.key in seen:
+            logger.warning("prompt %s given twice; generating it once", spec.key)
+            continue
+        seen[spec.key] = spec
+    return list(seen.values())
+
+
+def spec_from_prompt_text(text: str, name: str) -> PromptSpec:
+    """Return the spec of a ready-made prompt text (a ``data_`` line, maybe more).
+
+    Raises:
+        CompositionError: the text has no ``data_`` line with a readable formula.
+    """
+    lines = [line.strip() for line in text.splitlines()]
+    first = next((line for line in lines if line), "")
+    if not first.startswith("data_"):
+        raise CompositionError(f"prompt {name}: does not start with a data_ line")
+    formula = first[len("data_"):].strip()
+    _check_elements(formula)
+    spacegroup = None
+    for line in lines:
+        if line.startswith("_symmetry_space_group_name_H-M"):
+            spacegroup = line.split(None, 1)[1].strip().strip("'\"") if len(line.split()) > 1 else None
+    prompt = "\n".join(line for line in lines if line) + "\n"
+    return PromptSpec(composition=formula, formula=formula, spacegroup=spacegroup, prompt=prompt,
+                      key=_safe(Path(name).name.split(".")[0] or formula))
+
+
+def read_prompts(path: str | os.PathLike, spacegroup: str | None = None, z: int | None = None) -> list[PromptSpec]:
+    """Return the prompt specs of a prompts file, folder or tar archive.
+
+    A text file holds one ``COMPOSITION [SPACEGROUP]`` per line (blank lines and ``#``
+    comments skipped; ``spacegroup`` is the default for lines without one). A folder or
+    tar archive holds one ready-made prompt text per file, named after the file.
+
+    Raises:
+        DataError: the path does not exist or cannot be read.
+        CompositionError, SpaceGroupError: a bad line, naming its line number.
+    """
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+        return dedupe_specs([spec_from_prompt_text(f.read_text(errors="replace"), f.name) for f in files])
+    if not p.exists():
+        raise DataError(f"No such prompts file or folder: {p}")
+    if p.name.lower().endswith((".tar.gz", ".tgz", ".tar")):
+        try:
+            with tarfile.open(p, "r:*") as tar:
+                members = sorted((m for m in tar.getmembers() if m.isfile()), key=lambda m: m.name)
+                texts = [(m.name, tar.extractfile(m).read().decode("utf-8", "replace")) for m in members]  # type: ignore[union-attr]
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise DataError(f"{p}: not a readable tar archive ({exc})") from None
+        return dedupe_specs([spec_from_prompt_text(text, name) for name, text in texts])
+    try:
+        lines = p.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{p}: cannot read prompts file ({exc})") from None
+    specs = []
+    for number, line in enumerate(lines, 1):
+        fields = line.split("#", 1)[0].split()
+        if not fields:
+            continue
+        if len(fields) > 2:
+            raise CompositionError(f"{p.name} line {number}: expected 'COMPOSITION [SPACEGROUP]', got {line.strip()!r}")
+        try:
+            specs.append(make_spec(fields[0], fields[1] if len(fields) == 2 else spacegroup, z))
+        except CrystalforgeError as exc:
+            raise type(exc)(f"{p.name} line {number}: {exc}") from None
+    if not specs:
+        raise DataError(f"{p}: no prompts in the file")
+    return dedupe_specs(specs)
