@@ -44,7 +44,6 @@ def test_generate_scores_with_a_scorer_written_to_the_contract(bar_plugin):  # n
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="needs engine wiring")
 def test_generate_uses_every_third_party_kind_by_name(bar_plugin):  # noqa: F811
     pm = make_plugin_manager()
     (candidate,) = cf.generate(
@@ -63,7 +62,6 @@ def test_generate_uses_every_third_party_kind_by_name(bar_plugin):  # noqa: F811
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="needs engine wiring")
 def test_run_uses_every_third_party_kind_by_name(bar_plugin, tmp_path):  # noqa: F811
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, [

@@ -304,7 +304,7 @@ def test_validate_cli_with_a_hanging_plugin_finishes(tmp_path, plugin_manager):
 ])
 def test_bad_compositions_are_refused_before_work(composition, expected):
     from crystalforge.cif.prompt import make_prompt
-    from crystalforge.generation.runner import make_spec
+    from crystalforge.generation.prompts import make_spec
 
     with pytest.raises(CompositionError, match=expected):
         make_prompt(composition)

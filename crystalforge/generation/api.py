@@ -173,6 +173,4 @@ def _run_with_bar(pipeline, work, total: int, progress: bool):
 def _close_if_owned(pipeline, scorer: Any) -> None:
     """Close the scorer when generate built it from a name (an object is the caller's)."""
     if isinstance(scorer, str) and pipeline.scorer is not None:
-        close = getattr(pipeline.scorer, "close", None)
-        if callable(close):
-            close()
+        pipeline.scorer.close()  # the kernel's adapter always has close()

@@ -13,7 +13,6 @@ validation) are recorded on the candidate, never raised.
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 import math
 from typing import Any, Iterator, Mapping, Sequence
@@ -22,6 +21,7 @@ import attrs
 
 from ..errors import CrystalforgeError, OptionError
 from .candidate import Candidate
+from ..components import accepts_indices
 from .components import (make_model, make_scorer, make_strategy, make_tokenizer, make_validators,
                          resolve_device)
 from .prompts import PromptSpec
@@ -80,7 +80,7 @@ class Pipeline:
         import torch
 
         generator = torch.Generator().manual_seed(int(self.seed))
-        takes_indices = "indices" in inspect.signature(self.strategy.generate).parameters
+        takes_indices = accepts_indices(self.strategy)
         items = [(spec, int(i)) for spec, indices in work for i in indices]
         step = max(1, self.batch_size) if takes_indices else None
         for chunk in _chunks(items, step):

@@ -199,15 +199,16 @@ def write_summary(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
 
 
 def write_artifacts(out: Path, strategy: Any, context: Any) -> None:
-    """Write the strategy's extra tables (``artifacts()``: file name -> rows) as CSV files.
+    """Write the strategy's extra tables (``artifacts()``: name -> rows) as CSV files,
+    ``NAME.csv`` (a name that already ends in ``.csv`` is kept as it is).
 
     Under torchrun each process writes its own (``results.rank1.csv``).
     """
-    artifacts = getattr(strategy, "artifacts", None)
-    tables = artifacts() if callable(artifacts) else {}
-    for name, rows in (tables or {}).items():
-        if not rows:
-            continue
+    from ..components import search_artifacts
+
+    for name, rows in search_artifacts(strategy).items():
+        if not name.endswith(".csv"):
+            name = f"{name}.csv"
         if context.distributed:
             stem, dot, suffix = name.rpartition(".")
             name = f"{stem}.rank{context.rank}.{suffix}" if dot else f"{name}.rank{context.rank}"

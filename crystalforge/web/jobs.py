@@ -68,14 +68,15 @@ def check_request(request: RunRequest, plugin_manager, max_n: int, max_prompts: 
         CompositionError, SpaceGroupError: a bad composition or space group.
         UnknownComponentError, OptionError: a bad strategy, scorer, option or check name, or n out of range.
     """
-    from ..generation.runner import build_strategy, make_specs
+    from ..generation.components import make_strategy
+    from ..generation.prompts import make_specs
 
     if not 1 <= request.n <= max_n:
         raise OptionError(f"n must be between 1 and {max_n}, got {request.n}")
     if len(request.compositions) > max_prompts:
         raise OptionError(f"at most {max_prompts} compositions per run, got {len(request.compositions)}")
     specs = make_specs(list(request.compositions), request.spacegroup or None, request.z)
-    build_strategy(plugin_manager, request.search, request.search_options)
+    make_strategy(request.search, request.search_options, plugin_manager)
     if request.scorer:
         plugin_manager.registry("scorer").get(request.scorer).convert_options(request.scorer_options)
     elif request.scorer_options:
@@ -89,7 +90,7 @@ def check_request(request: RunRequest, plugin_manager, max_n: int, max_prompts: 
 
 def load_model(path: str | None, device: str):
     """Return the GPT loaded once for the server (None: the embedded default model)."""
-    from ..generation.runner import resolve_device
+    from ..components import resolve_device
     from ..model.checkpoint import load_model as _load
 
     return _load(path, device=resolve_device(device))
@@ -175,7 +176,9 @@ def run_job(
         JobCancelled: the job was cancelled.
         CrystalforgeError: bad settings or a failing scorer.
     """
-    from ..generation.runner import Pipeline, make_pipeline, make_specs, run_to_folder
+    from ..generation.pipeline import Pipeline, make_pipeline
+    from ..generation.prompts import make_specs
+    from ..generation.runfolder import run_to_folder
 
     specs = make_specs(list(request.compositions), request.spacegroup or None, request.z)
     pipeline = make_pipeline(model=model, search=request.search, search_options=request.search_options,
@@ -214,7 +217,7 @@ def run_job(
 # -- reading run folders ---------------------------------------------------------------------
 def is_run_folder(path: Path) -> bool:
     """Return whether ``path`` is a run folder (``crystalforge run`` output or a web run)."""
-    from ..generation.runner import MANIFEST
+    from ..generation.runfolder import MANIFEST
 
     return path.is_dir() and ((path / MANIFEST).is_file() or (path / WEB_STATUS).is_file())
 
@@ -243,7 +246,7 @@ def write_status(out_dir: Path, status: Mapping[str, Any]) -> None:
 
 def read_manifest(out_dir: Path) -> dict[str, Any]:
     """Return the run folder's manifest (settings, n, prompts), or {} before generation started."""
-    from ..generation.runner import MANIFEST
+    from ..generation.runfolder import MANIFEST
 
     try:
         data = json.loads((out_dir / MANIFEST).read_text())
@@ -254,7 +257,7 @@ def read_manifest(out_dir: Path) -> dict[str, Any]:
 
 def count_candidates(out_dir: Path) -> tuple[int, int]:
     """Return ``(candidates written, valid ones)`` of a run folder (cheap: no details)."""
-    from ..generation.runner import read_rows
+    from ..generation.runfolder import read_rows
 
     rows = read_rows(out_dir) if out_dir.is_dir() else {}
     valid = sum(1 for row in rows.values() if row.get("is_valid") in (True, "True", "true"))
@@ -267,7 +270,8 @@ def read_candidates(out_dir: Path, lower: bool = True) -> list[dict[str, Any]]:
     Details missing from ``details.jsonl`` (a CLI run, or a run cut short) are computed from
     the CIF file and appended, so the next read is cheap.
     """
-    from ..generation.runner import rank_key, read_rows
+    from ..generation.ranking import rank_key
+    from ..generation.runfolder import read_rows
 
     rows = read_rows(out_dir)
     details = _read_details(out_dir)
