@@ -60,8 +60,11 @@ def test_generate_writes_a_run_folder_from_a_prompts_file(cf_tiny_model, plugin_
 def test_model_by_registered_name_with_options(cf_tiny_model, plugin_manager, tmp_path):
     model = make_model("gpt", options={"path": str(cf_tiny_model)}, plugin_manager=plugin_manager)
     assert model.config.block_size == cf.load_model(cf_tiny_model).config.block_size
+    # no name: the built-in loader ``gpt`` takes the options (here the checkpoint to read)
+    default_loader = make_model(None, options={"path": str(cf_tiny_model)}, plugin_manager=plugin_manager)
+    assert default_loader.config.block_size == model.config.block_size
     with pytest.raises(OptionError):
-        make_model(None, options={"path": str(cf_tiny_model)}, plugin_manager=plugin_manager)
+        make_model("gpt", options={"no_such_option": 1}, plugin_manager=plugin_manager)
     out = tmp_path / "o"
     result = invoke(plugin_manager, ["run", "NaCl", "-n", "1", "--model", "gpt", "--model-opt",
                                      f"path={cf_tiny_model}", "--tokenizer", "crystallm", "--out", str(out),

@@ -398,6 +398,16 @@ def test_temp_files_of_a_killed_writer_are_recognizable_and_removed(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".user-notes.tmp"]
 
 
+def test_temp_files_of_a_live_writer_stay(tmp_path):
+    """A writer still at work (here: this process, as the web server's status thread) keeps its file."""
+    from crystalforge.cif.io import atomic_writer, remove_stale_temp_files
+
+    with atomic_writer(tmp_path / "web.json") as handle:
+        handle.write(b"{}")
+        assert remove_stale_temp_files(tmp_path) == []
+    assert (tmp_path / "web.json").read_bytes() == b"{}"
+
+
 def test_resumed_run_removes_temp_files_left_by_kill_9(cf_tiny_model, plugin_manager, tmp_path):
     from crystalforge.cif.io import TEMP_SUFFIX
 

@@ -20,8 +20,8 @@ from typing import IO, Iterable, Iterator
 from ..errors import CIFError, DataError
 
 CIF_SUFFIXES = (".cif",)
-#: how the atomic writer's temp files end (``.<name>.<random>.crystalforge-tmp``), so a
-#: folder left by a killed process can be cleaned without touching anything else
+#: how the atomic writer's temp files end (``.<name>.<pid>.<random>.crystalforge-tmp``), so
+#: a folder left by a killed process can be cleaned without touching anything else
 TEMP_SUFFIX = ".crystalforge-tmp"
 TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 
@@ -178,12 +178,12 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[IO[bytes]]:
     The data goes to a temp file in the same folder (flushed and fsynced), which is then
     renamed over ``path``; on any error the temp file is removed and ``path`` is untouched.
     Streaming, so large files (checkpoints) need not fit in memory twice. A process killed
-    mid-write (``kill -9``) leaves its temp file, named ``.<name>.<random>``
+    mid-write (``kill -9``) leaves its temp file, named ``.<name>.<pid>.<random>``
     :data:`TEMP_SUFFIX`; :func:`remove_stale_temp_files` removes such leftovers.
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=TEMP_SUFFIX)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.{os.getpid()}.", suffix=TEMP_SUFFIX)
     try:
         # mkstemp creates 0600 files; give the result the usual umask-based mode
         umask = os.umask(0)
@@ -205,8 +205,9 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[IO[bytes]]:
 def remove_stale_temp_files(folder: str | os.PathLike, *, recursive: bool = False) -> list[Path]:
     """Remove the temp files :func:`atomic_writer` left in ``folder`` when its process died.
 
-    Call it only where no other process is writing into ``folder`` (e.g. when a run folder
-    is resumed, before any new write). Returns the paths removed; a missing folder is empty.
+    A temp file names the process that writes it; files of this process or of a process
+    still alive are being written and stay (the web server writes its status file beside
+    a run that starts). Returns the paths removed; a missing folder is empty.
     """
     root = Path(folder)
     if not root.is_dir():
@@ -214,6 +215,8 @@ def remove_stale_temp_files(folder: str | os.PathLike, *, recursive: bool = Fals
     found = root.rglob(f".*{TEMP_SUFFIX}") if recursive else root.glob(f".*{TEMP_SUFFIX}")
     removed = []
     for path in sorted(found):
+        if _writer_alive(path):
+            continue
         try:
             if path.is_file() and not path.is_symlink():
                 path.unlink()
@@ -221,6 +224,23 @@ def remove_stale_temp_files(folder: str | os.PathLike, *, recursive: bool = Fals
         except OSError:  # vanished or not ours to remove: leave it
             continue
     return removed
+
+
+def _writer_alive(temp: Path) -> bool:
+    """Return whether the process named in an atomic-writer temp file's name is running."""
+    parts = temp.name[: -len(TEMP_SUFFIX)].split(".")
+    pid = int(parts[-2]) if len(parts) >= 3 and parts[-2].isdigit() else None
+    if pid is None:
+        return False  # an older name without a pid: only a dead writer leaves it behind
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    return True
 
 
 def output_kind(path: str | os.PathLike) -> str:

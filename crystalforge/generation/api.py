@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from .candidate import Candidate
 
@@ -44,6 +44,7 @@ def generate(
     tokenizer: str | None = None,
     model_options: Mapping[str, Any] | None = None,
     validator_options: Mapping[str, Mapping[str, Any]] | None = None,
+    on_chunk: Callable[[list[Candidate]], None] | None = None,
 ) -> Candidates:
     """Generate ``n`` candidate structures per composition, validated, scored and ranked.
 
@@ -76,6 +77,8 @@ def generate(
             shared out across processes.
         tokenizer: a registered tokenizer (default: CrystaLLM's).
         validator_options: options per check, ``{check: {key: value}}``.
+        on_chunk: called with each chunk of new candidates once they are judged (and, with
+            ``out``, written): progress reports; an exception it raises stops the run.
 
     Returns:
         The candidates ranked by the one ranking rule (valid first, then best score first
@@ -111,18 +114,20 @@ def generate(
                     validator_options=validator_options)
     device = resolve_device(device)
     if out is not None:
-        return _generate_to_folder(specs, n, Path(out), device, settings)
+        return _generate_to_folder(specs, n, Path(out), device, settings, on_chunk)
     pipeline = make_pipeline(device=device, **settings)
     try:
         candidates: list[Candidate] = []
         for chunk in _run_with_bar(pipeline, [(spec, range(n)) for spec in specs], n * len(specs), progress):
             candidates.extend(chunk)
+            if on_chunk is not None:
+                on_chunk(chunk)
     finally:
         _close_if_owned(pipeline, scorer)
     return Candidates(rank_candidates(candidates, scorer_lower_is_better(pipeline.scorer)))
 
 
-def _generate_to_folder(specs, n: int, out: Path, device: str, settings: dict) -> Candidates:
+def _generate_to_folder(specs, n: int, out: Path, device: str, settings: dict, on_chunk=None) -> Candidates:
     from .pipeline import make_pipeline
     from .ranking import rank_candidates
     from .runfolder import run_to_folder
@@ -140,7 +145,7 @@ def _generate_to_folder(specs, n: int, out: Path, device: str, settings: dict) -
             "scorer_options": dict(settings["scorer_options"] or {}), "require": list(settings["require"]),
         }
         try:
-            run = run_to_folder(pipeline, specs, n, out, settings=manifest, context=context)
+            run = run_to_folder(pipeline, specs, n, out, settings=manifest, context=context, on_chunk=on_chunk)
         finally:
             _close_if_owned(pipeline, settings["scorer"])
     finally:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import attrs
 
@@ -105,6 +105,7 @@ def run_to_folder(
     *,
     settings: Mapping[str, Any],
     context: Any = None,
+    on_chunk: Callable[[list[Any]], None] | None = None,
 ) -> RunResult:
     """Generate ``n`` candidates per spec into ``out_dir``, resuming what is already there.
 
@@ -112,7 +113,9 @@ def run_to_folder(
     raw text when post-processing failed) and recorded in ``candidates.rank<R>.jsonl``;
     candidates already recorded with their file present are kept and counted, not redone.
     Work is sharded across ``context`` (a :class:`~crystalforge.generation.shard.DistContext`);
-    rank 0 writes ``summary.csv`` (ranked) and ``manifest.json``.
+    rank 0 writes ``summary.csv`` (ranked) and ``manifest.json``. ``on_chunk(candidates)``
+    is called after each chunk's files are written (progress; an exception it raises,
+    e.g. a cancellation, stops the run and keeps what was written).
 
     Raises:
         ConfigError: the folder holds a run made with other settings.
@@ -165,6 +168,8 @@ def run_to_folder(
                     made.append(candidate)
                 handle.flush()
                 os.fsync(handle.fileno())
+                if on_chunk is not None:
+                    on_chunk(candidates)
     finally:
         bar.close()
 

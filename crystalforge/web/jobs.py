@@ -128,9 +128,9 @@ def score_unit(plugin_manager, scorer: str | None) -> str | None:
         component = plugin_manager.registry("scorer").get(scorer)
     except CrystalforgeError:
         return None
-    unit = component.metadata.get("unit")
+    unit = component.metadata.get("unit") or None
     if unit is None and not isinstance(component._factory, str):
-        unit = getattr(component._factory, "unit", None)
+        unit = getattr(component._factory, "unit", None) or None  # "" is the contract's "no unit"
     if unit is None:
         match = re.search(r"\(([^()]*/[^()]*)\)", component.summary())  # "(eV/atom)"
         unit = match.group(1) if match else "arbitrary units"
@@ -176,42 +176,29 @@ def run_job(
         JobCancelled: the job was cancelled.
         CrystalforgeError: bad settings or a failing scorer.
     """
-    from ..generation.pipeline import Pipeline, make_pipeline
-    from ..generation.prompts import make_specs
-    from ..generation.runfolder import run_to_folder
+    from ..generation.api import generate
 
-    specs = make_specs(list(request.compositions), request.spacegroup or None, request.z)
-    pipeline = make_pipeline(model=model, search=request.search, search_options=request.search_options,
-                             scorer=request.scorer or None, scorer_options=request.scorer_options,
-                             seed=request.seed, device=device, batch_size=batch_size,
-                             plugin_manager=plugin_manager, validate=True, require=request.require,
-                             progress=False, workers=1)
     totals = {"done": 0, "valid": 0}
     details_path = out_dir / DETAILS
 
-    @attrs.define
-    class ObservedPipeline(Pipeline):
-        def run(self, work, *, progress_bar=None):
-            for chunk in Pipeline.run(self, work, progress_bar=progress_bar):
-                yield chunk
-                # run_to_folder has written the chunk's files when it asks for the next one
-                lines = [json.dumps(_details_of_candidate(c)) for c in chunk]
-                with open(details_path, "a") as handle:
-                    handle.write("".join(line + "\n" for line in lines))
-                totals["done"] += len(chunk)
-                totals["valid"] += sum(1 for c in chunk if c.is_valid)
-                on_chunk(totals["done"], totals["valid"])
-                if cancelled.is_set():
-                    raise JobCancelled("cancelled")
+    def observe(chunk) -> None:
+        # generate has written the chunk's files when it reports it
+        lines = [json.dumps(_details_of_candidate(c)) for c in chunk]
+        with open(details_path, "a") as handle:
+            handle.write("".join(line + "\n" for line in lines))
+        totals["done"] += len(chunk)
+        totals["valid"] += sum(1 for c in chunk if c.is_valid)
+        on_chunk(totals["done"], totals["valid"])
+        if cancelled.is_set():
+            raise JobCancelled("cancelled")
 
-    observed = ObservedPipeline(**{f.name: getattr(pipeline, f.name) for f in attrs.fields(Pipeline)})
     out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        result = run_to_folder(observed, specs, request.n, out_dir, settings=request.settings())
-    finally:
-        if pipeline.scorer is not None:
-            pipeline.scorer.close()
-    return len(result.rows)
+    result = generate(list(request.compositions), spacegroup=request.spacegroup or None, z=request.z,
+                      n=request.n, search=request.search, search_options=request.search_options,
+                      scorer=request.scorer or None, scorer_options=request.scorer_options, seed=request.seed,
+                      model=model, device=device, batch_size=batch_size, plugin_manager=plugin_manager,
+                      require=request.require, out=out_dir, on_chunk=observe)
+    return len(result.run.rows)
 
 
 # -- reading run folders ---------------------------------------------------------------------
