@@ -5,11 +5,14 @@ It is the single implementation: ``crystalforge run`` parses its options and cal
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .candidate import Candidate
+
+logger = logging.getLogger(__name__)
 
 
 class Candidates(list):
@@ -95,7 +98,7 @@ def generate(
     from ..errors import CompositionError, OptionError
     from .components import resolve_device
     from .pipeline import make_pipeline
-    from .prompts import dedupe_specs, make_specs, read_prompts
+    from .prompts import dedupe_specs, make_specs, read_prompts, spec_count
     from .ranking import rank_candidates, scorer_lower_is_better
 
     if n < 1:
@@ -107,6 +110,7 @@ def generate(
     if not specs:
         raise CompositionError("no composition given: name one (e.g. CaTiO3) or pass a prompts file")
     specs = dedupe_specs(specs)
+    _warn_about_reach(model, specs)
     settings = dict(model=model, search=search, search_options=search_options, scorer=scorer,
                     scorer_options=scorer_options, seed=seed, dtype=dtype, batch_size=batch_size,
                     plugin_manager=plugin_manager, validate=validate, require=require, progress=progress,
@@ -118,7 +122,8 @@ def generate(
     pipeline = make_pipeline(device=device, **settings)
     try:
         candidates: list[Candidate] = []
-        for chunk in _run_with_bar(pipeline, [(spec, range(n)) for spec in specs], n * len(specs), progress):
+        work = [(spec, range(spec_count(spec, n))) for spec in specs]
+        for chunk in _run_with_bar(pipeline, work, sum(len(indices) for _, indices in work), progress):
             candidates.extend(chunk)
             if on_chunk is not None:
                 on_chunk(chunk)
@@ -153,6 +158,29 @@ def _generate_to_folder(specs, n: int, out: Path, device: str, settings: dict, o
     result = Candidates(rank_candidates(run.candidates, run.lower_is_better))
     result.run = run
     return result
+
+
+def _warn_about_reach(model: Any, specs) -> None:
+    """Log, once per composition, where it asks for what the model never saw (its data card)."""
+    from ..errors import CrystalforgeError
+    from ..model.datacard import DataCard, load_data_card, reach_warnings
+
+    card = DataCard.unknown()
+    if model is None or isinstance(model, (str, os.PathLike)) and Path(model).exists():
+        try:
+            card = load_data_card(model)
+        except CrystalforgeError:
+            pass  # the model load reports an unreadable checkpoint
+    said: set[tuple[str, str]] = set()
+    for spec in specs:
+        try:
+            lines = reach_warnings(card, spec.formula, spec.spacegroup)
+        except CrystalforgeError:
+            continue
+        for line in lines:
+            if (spec.composition, line) not in said:
+                said.add((spec.composition, line))
+                logger.warning("%s: %s", spec.composition, line)
 
 
 def _model_label(model: Any) -> str:

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import attrs
 
-from ..errors import CompositionError, CrystalforgeError, DataError
+from ..errors import CompositionError, CrystalforgeError, DataError, SpaceGroupError
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,17 @@ class PromptSpec:
     prompt: str
     key: str
     z: int | None = None
+    #: ``(position, of)`` when the composition's candidates are shared among several specs
+    #: (one per feasible Z, see :func:`make_specs`); None: this spec gets all ``n``
+    share: tuple[int, int] | None = None
+
+
+def spec_count(spec: PromptSpec, n: int) -> int:
+    """Return how many of a composition's ``n`` candidates ``spec`` gets (its share, or all)."""
+    if spec.share is None:
+        return n
+    position, of = spec.share
+    return n // of + (1 if position < n % of else 0)
 
 
 def _safe(text: str) -> str:
@@ -63,23 +74,40 @@ def make_spec(composition: str, spacegroup: str | int | None = None, z: int | No
 
     symbol = normalize_space_group(spacegroup) if spacegroup not in (None, "") else None
     _check_elements(composition)
-    prompt = make_prompt(composition, symbol, z)
     formula = prompt_formula(composition, z)
+    if symbol is not None:
+        _check_fits(formula, symbol)
+    prompt = make_prompt(composition, symbol, z)
     return PromptSpec(composition=composition, formula=formula, spacegroup=symbol, prompt=prompt,
                       key=spec_key(formula, symbol), z=z)
 
 
+def _check_fits(formula: str, symbol: str) -> None:
+    """Raise SpaceGroupError when the cell ``formula`` cannot have the space group's sites."""
+    from ..cif.wyckoff import infeasibility_reason
+
+    reason = infeasibility_reason(formula, symbol)
+    if reason is not None:
+        raise SpaceGroupError(reason)
+
+
 def _check_elements(composition: str) -> None:
     """Raise CompositionError for symbols pymatgen reads as dummy species (``Xx``, ``Qq``),
-    exponents, zero or fractional counts and oversized cells (one gate: check_composition)."""
+    elements the tokenizer cannot write, exponents, zero or fractional counts and oversized
+    cells (one gate: check_composition)."""
     from pymatgen.core import Element
 
     from ..cif.composition import check_composition
+    from ..cif.tokenizer import default_tokenizer
 
+    vocabulary = default_tokenizer().stoi
     for element in check_composition(composition).elements:
+        symbol = getattr(element, "symbol", str(element))
         if not isinstance(element, Element):
-            symbol = getattr(element, "symbol", str(element))
             raise CompositionError(f"composition {composition!r} names an unknown element {symbol!r}")
+        if symbol not in vocabulary:
+            raise CompositionError(f"composition {composition!r}: the tokenizer has no token for {symbol} "
+                                   "(CrystaLLM's vocabulary holds 89 elements), so no model can write it")
 
 
 def make_specs(
@@ -94,7 +122,31 @@ def make_specs(
         compositions = [compositions]
     if not compositions:
         raise CompositionError("no composition given: name at least one, e.g. CaTiO3")
-    return dedupe_specs([make_spec(c, spacegroup, z) for c in compositions])
+    specs: list[PromptSpec] = []
+    for composition in compositions:
+        specs.extend(_specs_of(composition, spacegroup, z))
+    return dedupe_specs(specs)
+
+
+def _specs_of(composition: str, spacegroup: str | int | None, z: int | None) -> list[PromptSpec]:
+    """Return the spec of one composition; without ``z``, a formula that cannot have the space
+    group is tried at the Z values that can (CrystaLLM's 1, 2, 3, 4, 6, 8 that fit), sharing
+    the candidates."""
+    try:
+        return [make_spec(composition, spacegroup, z)]
+    except SpaceGroupError as exc:
+        if z is not None or spacegroup in (None, "") or " cannot hold " not in str(exc):
+            raise
+        from ..cif.composition import check_composition
+        from ..model.datacard import z_candidates
+
+        reduced = check_composition(composition).reduced_composition
+        values = z_candidates({str(el): amount for el, amount in reduced.items()}, spacegroup)
+        if not values:
+            raise
+        logger.warning("%s; without --z, the candidates are shared among Z = %s", exc, ", ".join(map(str, values)))
+        specs = [make_spec(composition, spacegroup, value) for value in values]
+        return [attrs.evolve(spec, share=(position, len(specs))) for position, spec in enumerate(specs)]
 
 
 def dedupe_specs(specs: Sequence[PromptSpec]) -> list[PromptSpec]:

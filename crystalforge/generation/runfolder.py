@@ -16,7 +16,7 @@ import attrs
 
 from ..util import plain_cell, truthy, write_csv
 from .pipeline import Pipeline
-from .prompts import PromptSpec
+from .prompts import PromptSpec, spec_count
 from .ranking import rank_key, scorer_lower_is_better
 
 MANIFEST = "manifest.json"
@@ -135,7 +135,7 @@ def run_to_folder(
     if context.is_main:  # temp files of a run killed mid-write; nobody writes before the barrier
         remove_stale_temp_files(out)
     done = read_rows(out)
-    wanted = [(spec, i) for spec in specs for i in range(n)]
+    wanted = [(spec, i) for spec in specs for i in range(spec_count(spec, n))]
     missing = [(spec, i) for spec, i in wanted if f"{spec.key}_{i}" not in done]
     context.barrier()  # everyone has read the folder before anything new is written
     if context.is_main:
