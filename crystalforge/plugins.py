@@ -23,6 +23,7 @@ import pluggy
 from . import hookspecs
 from .errors import PluginError
 from .registry import KINDS, Registry
+from .util import truthy
 
 logger = logging.getLogger(__name__)
 hook_logger = logging.getLogger("crystalforge.hooks")
@@ -59,7 +60,7 @@ class PluginInfo:
 
 
 def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+    return truthy(os.environ.get(name, ""))
 
 
 def _blocked_names() -> set[str]:

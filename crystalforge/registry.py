@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator, Mapping
 import attrs
 
 from .errors import OptionError, PluginError, UnknownComponentError
+from .util import TRUE_WORDS
 
 #: The plugin kinds, in the order the CLI lists them, and their hook names.
 KINDS: dict[str, str] = {
@@ -63,7 +64,7 @@ class Option:
         try:
             if self.type is bool and isinstance(value, str):
                 lowered = value.strip().lower()
-                if lowered in ("1", "true", "yes", "on"):
+                if lowered in TRUE_WORDS:
                     value = True
                 elif lowered in ("0", "false", "no", "off"):
                     value = False

@@ -36,12 +36,13 @@ def cif_files(out: Path) -> dict[str, str]:
 
 
 def test_run_writes_candidates_summary_and_table(cf_tiny_model, plugin_manager, tmp_path):
+    # Na1Cl1 (CsCl type) fits Pm-3m's one-fold sites; Na2Cl2 cannot (tests/test_reach.py)
     out = tmp_path / "out"
-    result = invoke(plugin_manager, ["run", "CaTiO3", "Na2Cl2", "-s", "Pm-3m", "-n", "3", "--model",
+    result = invoke(plugin_manager, ["run", "CaTiO3", "Na1Cl1", "-s", "Pm-3m", "-n", "3", "--model",
                                      str(cf_tiny_model), "--out", str(out), "--device", "cpu", "--scorer", "random",
                                      "--batch-size", "4", "--no-progress", *FAST])
     assert result.exit_code == 0, result.output
-    assert sorted(cif_files(out)) == sorted(f"{f}_Pm-3m_{i}.cif" for f in ("Ca1Ti1O3", "Na2Cl2") for i in range(3))
+    assert sorted(cif_files(out)) == sorted(f"{f}_Pm-3m_{i}.cif" for f in ("Ca1Ti1O3", "Na1Cl1") for i in range(3))
     rows = read_summary(out)
     assert len(rows) == 6
     for column in ("composition", "spacegroup_asked", "spacegroup_found", "formula_consistency",
@@ -54,7 +55,7 @@ def test_run_writes_candidates_summary_and_table(cf_tiny_model, plugin_manager, 
     assert "6 candidates (6 generated, 0 kept from before), 0 valid" in result.output
     assert "Ca1Ti1O3_Pm-3m_" in result.output
 
-    as_json = invoke(plugin_manager, ["run", "CaTiO3", "Na2Cl2", "-s", "Pm-3m", "-n", "3", "--model",
+    as_json = invoke(plugin_manager, ["run", "CaTiO3", "Na1Cl1", "-s", "Pm-3m", "-n", "3", "--model",
                                       str(cf_tiny_model), "--out", str(out), "--device", "cpu", "--scorer", "random",
                                       "--json", *FAST])
     data = json.loads(as_json.output)

@@ -4,7 +4,6 @@ end a CIF."""
 
 from __future__ import annotations
 
-import dataclasses
 
 import pytest
 import torch

@@ -7,19 +7,8 @@ from pathlib import Path
 
 import click
 
+from ..util import parse_pairs
 from . import get_plugin_manager
-
-
-def _parse_options(pairs: tuple[str, ...]) -> dict[str, str]:
-    from ..errors import OptionError
-
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise OptionError(f"--search-opt expects key=value, got {pair!r}")
-        options[key.strip()] = value.strip()
-    return options
 
 
 @click.command()
@@ -64,7 +53,7 @@ def benchmark(ctx: click.Context, references: Path, generated: Path | None, mode
     if workers < 1:
         raise OptionError(f"--workers must be at least 1, got {workers}")
     manager = get_plugin_manager(ctx)
-    options = _parse_options(search_opts)
+    options = parse_pairs(search_opts, "--search-opt")
     if generated is None:
         component = manager.registry("search").get(search)  # unknown names fail before any work
         component.convert_options(options)

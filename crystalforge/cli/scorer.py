@@ -10,19 +10,8 @@ from typing import Any
 
 import click
 
-from ..errors import OptionError
+from ..util import parse_pairs
 from . import get_plugin_manager
-
-
-def parse_options(pairs: tuple[str, ...]) -> dict[str, str]:
-    """Return ``KEY=VALUE`` strings as a dict (values converted later by the component)."""
-    options: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise OptionError(f"Option {pair!r} is not KEY=VALUE (example: -o seed=1)")
-        options[key.strip()] = value.strip()
-    return options
 
 
 @click.group()
@@ -62,7 +51,7 @@ def serve(ctx: click.Context, scorer_name: str, host: str, port: int,
     from ..scoring.server import ScorerServer
 
     registry = get_plugin_manager(ctx).registry("scorer")
-    instance = registry.create(scorer_name, **parse_options(options))
+    instance = registry.create(scorer_name, **parse_pairs(options, "-o"))
     server = ScorerServer(instance, host=host, port=port, max_bytes=max_bytes)
 
     def stop(signum: int, frame: Any) -> None:
@@ -105,7 +94,7 @@ def score(ctx: click.Context, paths: tuple[str, ...], scorer_name: str,
     from ..cif.io import iter_cifs
 
     registry = get_plugin_manager(ctx).registry("scorer")
-    instance = registry.create(scorer_name, **parse_options(options))
+    instance = registry.create(scorer_name, **parse_pairs(options, "-o"))
     rows = []
     try:
         for path in paths:

@@ -9,7 +9,7 @@ a virtual loss), validates and scores each completion and back-propagates the re
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -21,6 +21,9 @@ from .builder import TreeBuilder
 from .evaluation import Evaluation, Judge
 from .states import PrefixState, PrefixStates
 from .tree import Node, RewardModel
+
+if TYPE_CHECKING:  # strategies imports this module
+    from .strategies import TreeSearch
 
 
 class TreeRun(PrefixStates, TreeBuilder, Judge):
