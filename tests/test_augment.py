@@ -162,3 +162,5 @@ def test_prepare_augments_training_split_only(tmp_path):
         assert (again / name).read_bytes() == (augmented / name).read_bytes(), name
     bad = CliRunner().invoke(cli, ["data", "prepare", str(sources), str(tmp_path / "x"), "--augment", "0"])
     assert bad.exit_code == 1 and "--augment must be at least 1" in bad.output
+    with pytest.raises(OptionError, match="tokenize step"):
+        prepare([sources], tmp_path / "y", steps="preprocess,split", augment=2, progress=False)

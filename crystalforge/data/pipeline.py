@@ -131,10 +131,11 @@ def prepare(
         OptionError: ``augment`` below 1.
     """
     run = parse_steps(steps)
-    if augment < 1:
+    if augment < 1 or (augment > 1 and "tokenize" not in run):
         from ..errors import OptionError
 
-        raise OptionError(f"--augment must be at least 1, got {augment}")
+        raise OptionError(f"--augment must be at least 1, got {augment}" if augment < 1 else
+                          "--augment applies to the tokenize step: add tokenize to --steps")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise DataError(f"{out} exists and is not a folder")
