@@ -36,7 +36,8 @@ def canonical():
 
 
 def _site_rows(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.split()[:1] and line.split()[-1:] == ["1.0"]]
+    """The site-loop rows: type, label, multiplicity, x, y, z, occupancy."""
+    return [line for line in text.splitlines() if len(line.split()) == 7 and line.split()[2].isdigit()]
 
 
 def _verdicts(text: str, manager) -> dict[str, bool]:
@@ -164,3 +165,23 @@ def test_prepare_augments_training_split_only(tmp_path):
     assert bad.exit_code == 1 and "--augment must be at least 1" in bad.output
     with pytest.raises(OptionError, match="tokenize step"):
         prepare([sources], tmp_path / "y", steps="preprocess,split", augment=2, progress=False)
+
+
+def test_rows_of_a_disordered_site_move_together(canonical):
+    structure = parse_structure(canonical[0][1])  # a real cubic Perov-5 cell, Pm-3m
+    anion = max(structure.composition, key=lambda e: structure.composition[e])  # the 3c/3d site
+    structure.replace_species({anion: {anion: 0.5, "S": 0.5}})
+    text = preprocess_cif(structure.to(fmt="cif"))
+    rows = _site_rows(text)
+    shared = [r for r in rows if [s.split()[3:6] for s in rows].count(r.split()[3:6]) == 2]
+    assert len(shared) == 2 and shared[0].split()[2] == "3"  # two rows share one site of 3 positions
+    reference = parse_structure(postprocess_cif(text))
+    for variant in augment_cif(text, 6, seed=0)[1:]:
+        # as CifWriter writes a disordered site: one row per species, same coordinates
+        occupancies = {}
+        for row in _site_rows(variant):
+            occupancies.setdefault(tuple(row.split()[3:6]), []).append(row.split()[-1])
+        assert sorted(map(sorted, occupancies.values())) == sorted(map(sorted, [["0.5", "0.5"]] + [["1.0"]] * 2))
+        decoded = parse_structure(postprocess_cif(variant))
+        assert len(decoded) == len(reference) and decoded.composition == reference.composition
+        assert StructureMatcher().fit(reference, decoded)

@@ -39,6 +39,7 @@ KINDS = ("orbit", "origin", "order")
 SHIFT_GRID = 24
 _TOLERANCE = 2e-3
 _COORD_COLUMNS = ("_atom_site_fract_x", "_atom_site_fract_y", "_atom_site_fract_z")
+_ELEMENT_RE = re.compile(r"[A-Z][a-z]?")  # "Fe" of "Fe2+": CifWriter labels sites by element
 
 
 @functools.lru_cache(maxsize=256)
@@ -164,7 +165,8 @@ class _SiteLoop:
             row = list(self.rows[old])
             for column, value in zip(self.coordinate_index, coordinates[old]):
                 row[column] = _format_coordinate(value)
-            row[self.label_index] = f"{row[self.symbol_index]}{position}"
+            element = _ELEMENT_RE.match(row[self.symbol_index])
+            row[self.label_index] = f"{element.group() if element else row[self.symbol_index]}{position}"
             new_rows.append("  ".join(row))
         return "\n".join(self.lines[: self.first_row] + new_rows + self.lines[self.end:])
 
@@ -199,10 +201,14 @@ def augment_cif(cif: str, k: int, *, seed: int | str = 0, kinds: Sequence[str] =
         shifts = origin_shifts(space_group) if "origin" in kinds else ((0.0, 0.0, 0.0),)
         loop = _SiteLoop(cif)
         coordinates = loop.coordinates()
-        orbits = [orbit(point, space_group) for point in coordinates]
+        # rows of one disordered site share coordinates: they move together
+        keys = [tuple(row[i] for i in loop.coordinate_index) for row in loop.rows]
+        site_of_row = [list(dict.fromkeys(keys)).index(key) for key in keys]
+        first_row = {site: row for row, site in reversed(list(enumerate(site_of_row)))}
+        orbits = [orbit(coordinates[first_row[site]], space_group) for site in range(len(first_row))]
     except SpaceGroupError as exc:
         raise CIFError(str(exc)) from None
-    stated = [int(float(row[loop.multiplicity_index])) for row in loop.rows]
+    stated = [int(float(loop.rows[first_row[site]][loop.multiplicity_index])) for site in range(len(orbits))]
     if [len(o) for o in orbits] != stated:
         logger.debug("decoded orbits %s differ from multiplicities %s; not augmented", [len(o) for o in orbits], stated)
         return [cif]
@@ -214,7 +220,8 @@ def augment_cif(cif: str, k: int, *, seed: int | str = 0, kinds: Sequence[str] =
             break
         shift = np.array(shifts[rng.randrange(len(shifts))])
         if "orbit" in kinds:
-            chosen = np.array([o[rng.randrange(len(o))] for o in orbits])
+            per_site = [o[rng.randrange(len(o))] for o in orbits]
+            chosen = np.array([per_site[site] for site in site_of_row])
         else:
             chosen = coordinates
         order = list(range(len(loop.rows)))
