@@ -11,7 +11,8 @@ splits) or canonical training CIFs (a ``test.tar.gz`` of ``crystalforge data pre
 latter list one site per Wyckoff orbit under a collapsed ``x, y, z`` operator loop, so read
 as they are they describe only the asymmetric unit (``Y1Si1O1`` for cubic ``YSiO3``): they
 are restored to the full structure (:func:`crystalforge.cif.postprocess.postprocess_cif`)
-before prompts are made or candidates matched.
+before prompts are made or candidates matched. Saved candidates in that form (raw
+generations not post-processed) are restored likewise.
 
 Output folder layout (everything needed to recompute the numbers without the model)::
 
@@ -87,8 +88,8 @@ def is_semi_symmetrized(cif: str) -> bool:
     return symbol != "P1" and count_site_expansion(cif)[1] == 1
 
 
-def restore_reference(cif: str) -> str:
-    """Return a reference CIF describing its whole structure.
+def whole_structure_cif(cif: str) -> str:
+    """Return a CIF (reference or candidate) that describes its whole structure.
 
     A canonical (semi-symmetrized) CIF gets its space group's full operator list back and
     loses its atom-properties block (:func:`crystalforge.cif.postprocess.postprocess_cif`);
@@ -111,7 +112,7 @@ def load_references(path: str | os.PathLike, *, limit: int | None = None, seed: 
 
     With ``limit``, a random subset of that size drawn with ``seed`` (kept in input order).
     Canonical training CIFs (collapsed operator loop) are restored to their full structure
-    with :func:`restore_reference`.
+    with :func:`whole_structure_cif`.
 
     Raises:
         DataError: the source is missing or holds no CIFs; duplicate reference ids.
@@ -130,7 +131,7 @@ def load_references(path: str | os.PathLike, *, limit: int | None = None, seed: 
         if limit < len(references):
             chosen = sorted(random.Random(seed).sample(range(len(references)), limit))
             references = [references[i] for i in chosen]
-    restored = [(rid, restore_reference(cif)) for rid, cif in references]
+    restored = [(rid, whole_structure_cif(cif)) for rid, cif in references]
     changed = sum(1 for (_, a), (_, b) in zip(references, restored) if a is not b)
     if changed:
         logger.info("%d of %d references were canonical training CIFs; full symmetry operators restored",
@@ -146,11 +147,11 @@ def reference_prompt(reference_id: str, cif: str, *, with_space_group: bool = Tr
     reference's canonical (preprocessed) form -- the cell the model was trained on -- or,
     when preprocessing fails, the formula of the parsed cell; with ``"cell"`` always the
     formula of the reference's own cell. A canonical-form reference is read as its full
-    structure (:func:`restore_reference`). Never raises: a failure is kept in ``error``.
+    structure (:func:`whole_structure_cif`). Never raises: a failure is kept in ``error``.
     """
     if formula not in FORMULAS:
         return BenchmarkPrompt(reference_id, "", None, error=f"unknown prompt formula {formula!r}")
-    cif = restore_reference(cif)
+    cif = whole_structure_cif(cif)
     try:
         structure = parse_structure(cif)
     except Exception as exc:
@@ -222,14 +223,15 @@ def load_generated(path: str | os.PathLike) -> dict[str, list[str]]:
     """Return ``{reference_id: [candidate cif, ...]}`` from a folder or ``.tar.gz`` of CIFs.
 
     Candidates of one reference keep the sorted order of their file names (the first is the
-    n=1 candidate). Layouts: ``<id>/<k>.cif``, ``<id>__<k>.cif`` or ``<id>.cif``.
+    n=1 candidate). Layouts: ``<id>/<k>.cif``, ``<id>__<k>.cif`` or ``<id>.cif``. Raw
+    generations (collapsed operator loop) are restored with :func:`whole_structure_cif`.
 
     Raises:
         DataError: the source is missing or holds no CIFs.
     """
     generated: dict[str, list[str]] = {}
     for name, text in iter_cifs(path):
-        generated.setdefault(split_generated_name(name), []).append(text)
+        generated.setdefault(split_generated_name(name), []).append(whole_structure_cif(text))
     if not generated:
         raise DataError(f"{path}: no generated CIFs found")
     return generated
