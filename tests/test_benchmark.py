@@ -10,16 +10,20 @@ from click.testing import CliRunner
 from pymatgen.io.cif import CifWriter
 
 from crystalforge.cif.io import write_cifs
+from crystalforge.cif.postprocess import postprocess_cif
+from crystalforge.cif.preprocess import preprocess_cif
 from crystalforge.cli import cli
 from crystalforge.evaluation.benchmark import (
     load_generated,
     load_references,
+    make_prompts,
     reference_prompt,
     run_benchmark,
     split_generated_name,
 )
 from crystalforge.evaluation.metrics import match_reference, parse_structure, summarize_matches
 from crystalforge.evaluation.smact_check import smact_valid
+from crystalforge.errors import OptionError
 
 from conftest import CARBON_CSV, PEROV_CSV, read_csv_slice
 
@@ -172,6 +176,41 @@ def test_cli_benchmark_bad_input_one_line(tmp_path, references, plugin_manager):
         result = CliRunner().invoke(cli, args, obj={"plugin_manager": plugin_manager})
         assert result.exit_code == 1, (args, result.output)
         assert message in result.output and "Traceback" not in result.output
+
+
+def test_canonical_references_are_read_as_whole_structures(tmp_path, references):
+    """A test.tar.gz of `data prepare` holds canonical CIFs (one site per orbit, operators
+    collapsed to x,y,z): read as they are they are the asymmetric unit, which gave wrong
+    prompts (Y1Si1O1 P4/mmm for cubic YSiO3) and wrong references to match against."""
+    canonical = [(rid, preprocess_cif(cif)) for rid, cif in references]
+    collapsed = [rid for (rid, cif), (_, text) in zip(references, canonical)
+                 if len(parse_structure(text)) < len(parse_structure(postprocess_cif(text)))]
+    assert len(collapsed) >= 4  # most real references have an orbit of more than one site
+    write_cifs(tmp_path / "canonical.tar.gz", canonical)
+    write_cifs(tmp_path / "raw", references)  # the real structures as the candidates
+    metrics = run_benchmark(tmp_path / "canonical.tar.gz", generated=tmp_path / "raw", n=1, progress=False).metrics
+    assert metrics["match_rate"] == 1.0 and metrics["rmse"] < 0.01  # symprec 0.1 idealizes positions a little
+    # raw generations (canonical form, not post-processed) are candidates of the same structure
+    again = run_benchmark(tmp_path / "raw", generated=tmp_path / "canonical.tar.gz", n=1, progress=False).metrics
+    assert again["match_rate"] == 1.0
+    by_id = dict(references)
+    for rid, text in canonical:
+        from_canonical, from_raw = reference_prompt(rid, text), reference_prompt(rid, by_id[rid])
+        assert (from_canonical.composition, from_canonical.space_group) == \
+               (from_raw.composition, from_raw.space_group), rid
+
+
+def test_csp_convention_is_the_default(tmp_path, references):
+    prompts = make_prompts(references[:3], progress=False)
+    assert all(p.space_group is None and p.prompt == f"data_{p.composition}\n" for p in prompts)
+    assert run_benchmark.__kwdefaults__["with_space_group"] is False
+    # the reference's own cell instead of the canonical (conventional) one
+    carbon = [(rid, cif) for rid, cif in references if "C" == parse_structure(cif).composition.reduced_formula]
+    cells = make_prompts(carbon, formula="cell", progress=False)
+    assert [p.composition for p in cells] == [parse_structure(cif).composition.formula.replace(" ", "")
+                                              for _, cif in carbon]
+    with pytest.raises(OptionError, match="unknown prompt formula"):
+        run_benchmark(tmp_path, formula="primitive", progress=False)
 
 
 @pytest.mark.slow

@@ -49,28 +49,33 @@ def data() -> None:
 @click.option("--val-fraction", type=float, default=0.1, show_default=True, help="Share of CIFs for validation.")
 @click.option("--test-fraction", type=float, default=0.1, show_default=True, help="Share of CIFs held out for testing.")
 @click.option("--group-polymorphs", is_flag=True, help="Keep all CIFs of one reduced composition in one split.")
+@click.option("--augment", type=int, default=1, show_default=True, metavar="K",
+              help="Tokenize up to K equivalent texts per training structure (never val/test).")
 @_no_progress
 @_as_json
 def prepare(sources: tuple[Path, ...], out_dir: Path, steps: str | None, workers: int | None, seed: int,
-            val_fraction: float, test_fraction: float, group_polymorphs: bool, no_progress: bool,
+            val_fraction: float, test_fraction: float, group_polymorphs: bool, augment: int, no_progress: bool,
             as_json: bool) -> None:
     """Turn CIF sources into a tokenized dataset in OUT_DIR.
 
     SOURCES are CIF folders, .tar.gz archives, CSVs with a `cif` column or CrystaLLM
     .pkl.gz files; several are merged into one dataset. Steps whose input already
-    exists in OUT_DIR can be re-run alone with --steps.
+    exists in OUT_DIR can be re-run alone with --steps. --augment K writes each training
+    structure as K symmetry-equivalent CIFs (orbit representative, origin shift, site
+    order; seeded by --seed), the original among them.
 
     \b
     Examples:
       crystalforge data prepare data/perov_5/val.csv data/carbon_24/val.csv out/data
       crystalforge data prepare cifs.tar.gz out/data --group-polymorphs --seed 7
       crystalforge data prepare out/data --steps split,tokenize --seed 2   (no source needed)
+      crystalforge data prepare out/data --steps tokenize --augment 4
     """
     from ..data.pipeline import prepare as run_prepare
 
     result = run_prepare(list(sources), out_dir, steps=steps, workers=workers or default_workers(), seed=seed,
                          val_fraction=val_fraction, test_fraction=test_fraction, group_polymorphs=group_polymorphs,
-                         progress=not no_progress)
+                         augment=augment, progress=not no_progress)
     _report({"out_dir": str(out_dir), "steps": ",".join(result.steps), "counts": result.counts,
              "failures": len(result.failures)}, as_json)
 

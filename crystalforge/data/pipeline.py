@@ -5,7 +5,8 @@
     prep.tar.gz       preprocessed CIFs (canonical training form)
     dedup.tar.gz      the same without duplicates
     train.tar.gz      the split CIFs (val.tar.gz, test.tar.gz too)
-    train.bin         tokenized train split (uint16); val.bin likewise
+    train.bin         tokenized train split (uint16); val.bin likewise (with ``augment=K``,
+                      train.bin holds up to K equivalent texts per training structure)
     meta.pkl          vocab_size, itos, stoi
     starts.pkl        CIF start positions in train.bin; starts_val.pkl for val.bin
     failures.csv      step,name,error for every CIF a step could not handle
@@ -30,6 +31,7 @@ from typing import Sequence
 from ..cif.io import atomic_write_text, write_cifs
 from ..errors import DataError
 from ..parallel import imap_progress
+from .augment import augment_items
 from .dedupe import dedupe
 from .ingest import Failure, Item, ingest, read_items
 from .split import split_items
@@ -114,18 +116,27 @@ def prepare(
     test_fraction: float = 0.1,
     group_polymorphs: bool = False,
     detect: str = "auto",
+    augment: int = 1,
     progress: bool = True,
 ) -> PrepareResult:
     """Run the pipeline steps from ``sources`` into ``out_dir``; return a :class:`PrepareResult`.
 
     ``sources`` is needed when ``preprocess`` runs; later steps alone read the previous
     step's output in ``out_dir``. Individual CIF failures never stop the run: they go to
-    ``failures.csv``.
+    ``failures.csv``. With ``augment`` K > 1 the tokenize step writes up to K equivalent
+    canonical texts of every *training* structure (:mod:`crystalforge.data.augment`, seeded
+    with ``seed``); the validation split is never augmented.
 
     Raises:
         DataError: a missing source or missing intermediate file, bad fractions or steps.
+        OptionError: ``augment`` below 1.
     """
     run = parse_steps(steps)
+    if augment < 1 or (augment > 1 and "tokenize" not in run):
+        from ..errors import OptionError
+
+        raise OptionError(f"--augment must be at least 1, got {augment}" if augment < 1 else
+                          "--augment applies to the tokenize step: add tokenize to --steps")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise DataError(f"{out} exists and is not a folder")
@@ -172,7 +183,13 @@ def prepare(
     if "tokenize" in run:
         if splits is None:
             splits = {label: _read_required(out / SPLIT_FILES[label], "tokenize", "split") for label in ("train", "val")}
-        tokenized = write_tokenized(out, splits["train"], splits.get("val", []), workers=workers, progress=progress)
+        train_items = splits["train"]
+        if augment > 1:
+            train_items, augment_failures = augment_items(train_items, augment, seed=seed, workers=workers,
+                                                          progress=progress)
+            failures += [Failure(name, "augment", error) for name, error in augment_failures]
+            counts["train_augmented"] = len(train_items)
+        tokenized = write_tokenized(out, train_items, splits.get("val", []), workers=workers, progress=progress)
         for label, part in tokenized.items():
             failures += part.failures
             counts[f"{label}_cifs_tokenized"] = len(part.starts)
@@ -181,7 +198,7 @@ def prepare(
     write_failures(out / FAILURES_FILE, failures, replace_steps=_failure_steps(run))
     manifest = _update_manifest(out / MANIFEST_FILE, run, counts, {
         "seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction,
-        "group_polymorphs": group_polymorphs, "detect": detect,
+        "group_polymorphs": group_polymorphs, "detect": detect, "augment": augment, "augment_seed": seed,
         "sources": [str(s) for s in ([sources] if isinstance(sources, (str, os.PathLike)) else sources or [])],
     })
     return PrepareResult(out_dir=out, steps=run, counts=counts, failures=failures, manifest=manifest)
@@ -197,6 +214,8 @@ def _failure_steps(run: Sequence[str]) -> set[str]:
     steps = set(run)
     if "preprocess" in steps:
         steps.add("ingest")
+    if "tokenize" in steps:
+        steps.add("augment")
     return steps
 
 
@@ -210,7 +229,7 @@ def write_failures(path: str | os.PathLike, failures: Sequence[Failure], *, repl
                 if row.get("step") not in replace_steps:
                     kept.append([row.get("step", ""), row.get("name", ""), row.get("error", "")])
     rows = kept + [[f.step, f.name, f.error.splitlines()[0] if f.error else ""] for f in failures]
-    order = {name: i for i, name in enumerate(("ingest",) + STEPS)}
+    order = {name: i for i, name in enumerate(("ingest",) + STEPS[:-1] + ("augment", STEPS[-1]))}
     rows.sort(key=lambda r: order.get(r[0], len(order)))  # stable: input order within a step
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -248,6 +267,9 @@ def _update_manifest(path: Path, run: Sequence[str], counts: dict[str, int], opt
             options.pop(key, None)
     if "dedupe" not in run:
         options.pop("detect", None)
+    if "tokenize" not in run:
+        options.pop("augment", None)
+        options.pop("augment_seed", None)
     manifest.update(options)
     manifest["steps_last_run"] = list(run)
     manifest["format"] = "crystalforge-dataset/1"

@@ -1,9 +1,18 @@
 """The crystal-structure-prediction benchmark (CDVAE / DiffCSP / CrystaLLM convention).
 
-From a reference set, one prompt per structure (its composition and, optionally, the space
-group detected at symprec 0.1); ``n`` candidates per prompt from any model and search
-strategy (or CIFs generated elsewhere); match rate and RMSE for n=1 and the full n (see
+From a reference set, one prompt per structure: by default its composition only (the CSP
+convention of CDVAE and DiffCSP), optionally with the space group detected at symprec 0.1;
+``n`` candidates per prompt from any model and search strategy (or CIFs generated
+elsewhere); match rate and RMSE for n=1 and the full n (see
 :mod:`crystalforge.evaluation.metrics`).
+
+References may be raw CIFs (a benchmark CSV such as the official Perov-5 / Carbon-24 test
+splits) or canonical training CIFs (a ``test.tar.gz`` of ``crystalforge data prepare``). The
+latter list one site per Wyckoff orbit under a collapsed ``x, y, z`` operator loop, so read
+as they are they describe only the asymmetric unit (``Y1Si1O1`` for cubic ``YSiO3``): they
+are restored to the full structure (:func:`crystalforge.cif.postprocess.postprocess_cif`)
+before prompts are made or candidates matched. Saved candidates in that form (raw
+generations not post-processed) are restored likewise.
 
 Output folder layout (everything needed to recompute the numbers without the model)::
 
@@ -38,6 +47,9 @@ from .metrics import MATCH_TOLERANCES, MatchOutcome, match_task, parse_structure
 logger = logging.getLogger(__name__)
 
 SYMPREC = 0.1
+#: which formula a prompt gives: the canonical (CifWriter, conventional) cell the model was
+#: trained on, as CrystaLLM's benchmark prompts do, or the reference's own cell (CDVAE/DiffCSP)
+FORMULAS = ("canonical", "cell")
 
 
 @attrs.define
@@ -63,10 +75,44 @@ class BenchmarkResult:
         return {"settings": self.settings, "metrics": self.metrics}
 
 
+def is_semi_symmetrized(cif: str) -> bool:
+    """Return whether ``cif`` is in the canonical training form: a space group other than P1
+    stated over an operator loop collapsed to the identity (or none at all), so that only
+    the full operator list of the group makes it the whole structure."""
+    from ..cif.extract import count_site_expansion, extract_space_group, normalize_space_group
+
+    try:
+        symbol = normalize_space_group(extract_space_group(cif))
+    except Exception:  # no or unknown space group: nothing to restore
+        return False
+    return symbol != "P1" and count_site_expansion(cif)[1] == 1
+
+
+def whole_structure_cif(cif: str) -> str:
+    """Return a CIF (reference or candidate) that describes its whole structure.
+
+    A canonical (semi-symmetrized) CIF gets its space group's full operator list back and
+    loses its atom-properties block (:func:`crystalforge.cif.postprocess.postprocess_cif`);
+    any other CIF is returned unchanged. Never raises: a CIF that cannot be restored is
+    returned as it is (and fails later as an unreadable reference if it is one).
+    """
+    if not is_semi_symmetrized(cif):
+        return cif
+    from ..cif.postprocess import postprocess_cif
+
+    try:
+        return postprocess_cif(cif)
+    except Exception as exc:
+        logger.debug("cannot restore the symmetry operators of a reference: %s", exc)
+        return cif
+
+
 def load_references(path: str | os.PathLike, *, limit: int | None = None, seed: int = 0) -> list[tuple[str, str]]:
     """Return ``(reference_id, cif)`` pairs from a benchmark CSV, folder or ``.tar.gz``.
 
     With ``limit``, a random subset of that size drawn with ``seed`` (kept in input order).
+    Canonical training CIFs (collapsed operator loop) are restored to their full structure
+    with :func:`whole_structure_cif`.
 
     Raises:
         DataError: the source is missing or holds no CIFs; duplicate reference ids.
@@ -85,28 +131,40 @@ def load_references(path: str | os.PathLike, *, limit: int | None = None, seed: 
         if limit < len(references):
             chosen = sorted(random.Random(seed).sample(range(len(references)), limit))
             references = [references[i] for i in chosen]
-    return references
+    restored = [(rid, whole_structure_cif(cif)) for rid, cif in references]
+    changed = sum(1 for (_, a), (_, b) in zip(references, restored) if a is not b)
+    if changed:
+        logger.info("%d of %d references were canonical training CIFs; full symmetry operators restored",
+                    changed, len(restored))
+    return restored
 
 
-def reference_prompt(reference_id: str, cif: str, *, with_space_group: bool = True) -> BenchmarkPrompt:
+def reference_prompt(reference_id: str, cif: str, *, with_space_group: bool = True,
+                     formula: str = "canonical") -> BenchmarkPrompt:
     """Return the prompt of one reference: its composition and detected space group.
 
-    The composition is the ``data_`` formula of the reference's canonical (preprocessed)
-    form -- the cell the model was trained on -- or, when preprocessing fails, the formula of
-    the parsed cell. Never raises: a failure is kept in ``error``.
+    With ``formula="canonical"`` the composition is the ``data_`` formula of the
+    reference's canonical (preprocessed) form -- the cell the model was trained on -- or,
+    when preprocessing fails, the formula of the parsed cell; with ``"cell"`` always the
+    formula of the reference's own cell. A canonical-form reference is read as its full
+    structure (:func:`whole_structure_cif`). Never raises: a failure is kept in ``error``.
     """
+    if formula not in FORMULAS:
+        return BenchmarkPrompt(reference_id, "", None, error=f"unknown prompt formula {formula!r}")
+    cif = whole_structure_cif(cif)
     try:
         structure = parse_structure(cif)
     except Exception as exc:
         return BenchmarkPrompt(reference_id, "", None, error=str(exc))
     composition = structure.composition.formula.replace(" ", "")
-    try:
-        from ..cif.extract import extract_data_formula
-        from ..cif.preprocess import preprocess_cif
+    if formula == "canonical":
+        try:
+            from ..cif.extract import extract_data_formula
+            from ..cif.preprocess import preprocess_cif
 
-        composition = extract_data_formula(preprocess_cif(cif))
-    except Exception as exc:
-        logger.debug("%s: preprocess failed (%s); using the cell formula", reference_id, exc)
+            composition = extract_data_formula(preprocess_cif(cif))
+        except Exception as exc:
+            logger.debug("%s: preprocess failed (%s); using the cell formula", reference_id, exc)
     space_group = None
     if with_space_group:
         try:
@@ -130,19 +188,19 @@ def reference_prompt(reference_id: str, cif: str, *, with_space_group: bool = Tr
     return BenchmarkPrompt(reference_id, composition, space_group, prompt)
 
 
-def _prompt_task(item: tuple[str, str, bool]) -> BenchmarkPrompt:
-    reference_id, cif, with_space_group = item
-    return reference_prompt(reference_id, cif, with_space_group=with_space_group)
+def _prompt_task(item: tuple[str, str, bool, str]) -> BenchmarkPrompt:
+    reference_id, cif, with_space_group, formula = item
+    return reference_prompt(reference_id, cif, with_space_group=with_space_group, formula=formula)
 
 
-def make_prompts(references: Sequence[tuple[str, str]], *, with_space_group: bool = True, workers: int = 1,
-                 progress: bool = True) -> list[BenchmarkPrompt]:
-    """Return one :class:`BenchmarkPrompt` per reference, in order."""
+def make_prompts(references: Sequence[tuple[str, str]], *, with_space_group: bool = False, formula: str = "canonical",
+                 workers: int = 1, progress: bool = True) -> list[BenchmarkPrompt]:
+    """Return one :class:`BenchmarkPrompt` per reference, in order (composition only by default)."""
     from ..parallel import imap_progress
 
-    items = [(rid, cif, with_space_group) for rid, cif in references]
+    items = [(rid, cif, with_space_group, formula) for rid, cif in references]
     prompts = []
-    for (rid, _, _), (ok, result) in zip(items, imap_progress(_prompt_task, items, workers=workers,
+    for (rid, _, _, _), (ok, result) in zip(items, imap_progress(_prompt_task, items, workers=workers,
                                                                total=len(items), description="prompts",
                                                                progress=progress)):
         prompts.append(result if ok else BenchmarkPrompt(rid, "", None, error=str(result)))
@@ -165,14 +223,15 @@ def load_generated(path: str | os.PathLike) -> dict[str, list[str]]:
     """Return ``{reference_id: [candidate cif, ...]}`` from a folder or ``.tar.gz`` of CIFs.
 
     Candidates of one reference keep the sorted order of their file names (the first is the
-    n=1 candidate). Layouts: ``<id>/<k>.cif``, ``<id>__<k>.cif`` or ``<id>.cif``.
+    n=1 candidate). Layouts: ``<id>/<k>.cif``, ``<id>__<k>.cif`` or ``<id>.cif``. Raw
+    generations (collapsed operator loop) are restored with :func:`whole_structure_cif`.
 
     Raises:
         DataError: the source is missing or holds no CIFs.
     """
     generated: dict[str, list[str]] = {}
     for name, text in iter_cifs(path):
-        generated.setdefault(split_generated_name(name), []).append(text)
+        generated.setdefault(split_generated_name(name), []).append(whole_structure_cif(text))
     if not generated:
         raise DataError(f"{path}: no generated CIFs found")
     return generated
@@ -278,7 +337,8 @@ def run_benchmark(
     search: str = "top-k",
     search_options: dict[str, Any] | None = None,
     n: int = 20,
-    with_space_group: bool = True,
+    with_space_group: bool = False,
+    formula: str = "canonical",
     limit: int | None = None,
     seed: int = 0,
     workers: int = 1,
@@ -294,19 +354,23 @@ def run_benchmark(
     otherwise ``n`` candidates per reference are generated with ``model`` (or the checkpoint
     at ``model_path`` on ``device`` (``auto``: CUDA when present), default: the embedded model) and ``search``. With ``out`` the
     references, prompts, candidates, per-reference matches and ``report.json`` are saved.
+    Prompts hold the composition only (the CSP convention) unless ``with_space_group``;
+    ``formula`` picks the canonical or the reference's own cell (see :data:`FORMULAS`).
 
     Raises:
         DataError: unreadable references or generated CIFs, or no generated CIF names a reference.
-        OptionError: ``n`` or ``limit`` below 1.
+        OptionError: ``n`` or ``limit`` below 1, or an unknown ``formula``.
         CheckpointError: the model cannot be loaded.
     """
     if n < 1:
         raise OptionError(f"-n must be at least 1, got {n}")
+    if formula not in FORMULAS:
+        raise OptionError(f"unknown prompt formula {formula!r}; choose {' or '.join(FORMULAS)}")
     refs = load_references(references, limit=limit, seed=seed)
     out_dir = Path(out) if out is not None else None
     settings: dict[str, Any] = {
         "references": str(references), "n_references": len(refs), "n": n, "limit": limit, "seed": seed,
-        "with_space_group": with_space_group, "tolerances": MATCH_TOLERANCES,
+        "with_space_group": with_space_group, "formula": formula, "tolerances": MATCH_TOLERANCES,
     }
     prompts: list[BenchmarkPrompt] | None = None
     if generated is not None:
@@ -323,7 +387,8 @@ def run_benchmark(
             from ..model.checkpoint import load_model
 
             model = load_model(model_path, device=resolve_device(device))
-        prompts = make_prompts(refs, with_space_group=with_space_group, workers=workers, progress=progress)
+        prompts = make_prompts(refs, with_space_group=with_space_group, formula=formula, workers=workers,
+                               progress=progress)
         settings.update(generated=None, model=model_path or "default", search=search,
                         search_options=search_options or {})
         candidates = generate_for_prompts(prompts, n=n, model=model, search=search, seed=seed,
