@@ -218,7 +218,7 @@ def read_prompts(path: str | os.PathLike, spacegroup: str | None = None, z: int 
         if len(fields) > 2:
             raise CompositionError(f"{p.name} line {number}: expected 'COMPOSITION [SPACEGROUP]', got {line.strip()!r}")
         try:
-            specs.append(make_spec(fields[0], fields[1] if len(fields) == 2 else spacegroup, z))
+            specs.extend(_specs_of(fields[0], fields[1] if len(fields) == 2 else spacegroup, z))
         except CrystalforgeError as exc:
             raise type(exc)(f"{p.name} line {number}: {exc}") from None
     if not specs:
