@@ -51,3 +51,18 @@ def test_run_spreads_n_over_the_feasible_z(cf_tiny_model, plugin_manager, tmp_pa
     with open(out / "summary.csv", newline="") as handle:
         formulas = sorted(row["formula"] for row in csv.DictReader(handle))
     assert formulas == ["Na4Cl4", "Na4Cl4", "Na8Cl8"]
+
+
+def test_runs_without_out_never_share_a_folder(cf_tiny_model, plugin_manager, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["run", "NaCl", "-n", "1", "--model", str(cf_tiny_model), "--device", "cpu", "--no-progress",
+            "-o", "max_new_tokens=20"]
+    first = CliRunner().invoke(cli, args, obj={"plugin_manager": plugin_manager})
+    second = CliRunner().invoke(cli, [*args, "--search", "greedy"], obj={"plugin_manager": plugin_manager})
+    assert first.exit_code == 0 and second.exit_code == 0, (first.output, second.output)
+    folders = sorted(p for p in (tmp_path / "generated").iterdir())
+    assert len(folders) == 2 and all(p.name.endswith(("-NaCl", "-NaCl-2")) for p in folders), folders
+    for folder in folders:  # each run says where it wrote, and its summary holds only its own rows
+        assert str(folder.name) in (first.output + second.output)
+        with open(folder / "summary.csv", newline="") as handle:
+            assert len(list(csv.DictReader(handle))) == 1

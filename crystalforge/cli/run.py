@@ -34,8 +34,9 @@ TABLE_ROWS = 20
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
               help="Model dtype (default float32).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("generated"),
-              show_default=True, help="Output folder (reruns resume it).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder; rerunning into it resumes it [default: a new folder under generated/ "
+                   "named from the time and compositions].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--prompts", "prompts_path", type=click.Path(path_type=Path), default=None,
               help="File of 'COMPOSITION [SPACEGROUP]' lines, or a folder/tar of prompt texts.")
@@ -68,7 +69,11 @@ def run(ctx: click.Context, compositions: tuple[str, ...], spacegroup: str | Non
       torchrun --nproc_per_node=4 -m crystalforge run --prompts prompts.txt -n 100 --device cuda
     """
     from ..generation.api import generate
+    from ..generation.runfolder import new_run_folder
 
+    if out_dir is None:
+        label = "-".join(compositions[:3]) or (prompts_path.stem if prompts_path else "run")
+        out_dir = new_run_folder("generated", label + ("-etc" if len(compositions) > 3 else ""))
     result = generate(
         list(compositions), spacegroup=spacegroup, n=n, search=search, scorer=scorer, model=model_path, seed=seed,
         z=z, search_options=parse_pairs(search_opts, "-o"), scorer_options=parse_pairs(scorer_opts, "--scorer-opt"),

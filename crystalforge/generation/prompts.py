@@ -47,7 +47,8 @@ def spec_count(spec: PromptSpec, n: int) -> int:
     return n // of + (1 if position < n % of else 0)
 
 
-def _safe(text: str) -> str:
+def safe_name(text: str) -> str:
+    """Return ``text`` usable as a file or folder name (other characters become ``_``)."""
     cleaned = "".join(c if c.isalnum() or c in "-_.+=" else "_" for c in text.strip())
     return cleaned.strip(".") or "prompt"
 
@@ -59,7 +60,7 @@ def candidate_stem(formula: str, spacegroup: str | None, index: int) -> str:
 
 def spec_key(formula: str, spacegroup: str | None) -> str:
     """Return ``<formula>_<spacegroup or any>`` usable as a file stem (``/`` becomes ``_``)."""
-    return _safe(f"{formula}_{spacegroup.replace('/', '_') if spacegroup else 'any'}")
+    return safe_name(f"{formula}_{spacegroup.replace('/', '_') if spacegroup else 'any'}")
 
 
 def make_spec(composition: str, spacegroup: str | int | None = None, z: int | None = None) -> PromptSpec:
@@ -178,7 +179,7 @@ def spec_from_prompt_text(text: str, name: str) -> PromptSpec:
             spacegroup = line.split(None, 1)[1].strip().strip("'\"") if len(line.split()) > 1 else None
     prompt = "\n".join(line for line in lines if line) + "\n"
     return PromptSpec(composition=formula, formula=formula, spacegroup=spacegroup, prompt=prompt,
-                      key=_safe(Path(name).name.split(".")[0] or formula))
+                      key=safe_name(Path(name).name.split(".")[0] or formula))
 
 
 def read_prompts(path: str | os.PathLike, spacegroup: str | None = None, z: int | None = None) -> list[PromptSpec]:

@@ -16,7 +16,7 @@ import attrs
 
 from ..util import plain_cell, truthy, write_csv
 from .pipeline import Pipeline
-from .prompts import PromptSpec, spec_count
+from .prompts import PromptSpec, safe_name, spec_count
 from .ranking import rank_key, scorer_lower_is_better
 
 MANIFEST = "manifest.json"
@@ -95,6 +95,19 @@ def _jsonable(value: Any) -> Any:
     import json
 
     return json.loads(json.dumps(value, default=str))
+
+
+def new_run_folder(parent: str | os.PathLike, label: str) -> Path:
+    """Return a folder under ``parent`` that does not exist yet, ``<YYYYmmdd-HHMMSS>-<label>``
+    (``-2``, ``-3``, ... appended when that is taken), so runs made without ``--out`` never mix."""
+    import time
+
+    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{safe_name(label)}"[:100]
+    folder, count = Path(parent) / stem, 1
+    while folder.exists():
+        count += 1
+        folder = Path(parent) / f"{stem}-{count}"
+    return folder
 
 
 def run_to_folder(
