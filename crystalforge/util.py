@@ -22,7 +22,8 @@ def parse_pairs(pairs: Sequence[str], flag: str = "-o") -> dict[str, str]:
     for pair in pairs:
         key, sep, value = str(pair).partition("=")
         if not sep or not key.strip():
-            raise OptionError(f"{flag} expects KEY=VALUE: {pair!r} is not KEY=VALUE (example: {flag} top_k=5)")
+            raise OptionError(f"{flag} expects KEY=VALUE: {pair!r} is not KEY=VALUE (write key=value, "
+                              f"e.g. {flag} top_k=5)")
         out[key.strip()] = value.strip()
     return out
 

@@ -40,7 +40,8 @@ def test_generate_returns_candidates_and_never_raises_on_garbage(cf_tiny_model, 
 
 def test_generate_with_scorer_and_loaded_model(cf_tiny_model, plugin_manager):
     model = cf.load_model(cf_tiny_model)
-    candidates = cf.generate(["NaCl", "KBr"], spacegroup="Fm-3m", n=2, model=model, scorer="random",
+    # cells Fm-3m can hold (Z=4): a reduced NaCl would be shared among Z=4 and 8 (tests/test_reach.py)
+    candidates = cf.generate(["Na4Cl4", "K4Br4"], spacegroup="Fm-3m", n=2, model=model, scorer="random",
                              search="greedy", search_options=FAST, plugin_manager=plugin_manager, validate=False)
     assert len(candidates) == 4 and all(c.report is None for c in candidates)
     for c in candidates:  # scored when post-processing worked, nan (never scored) otherwise
@@ -100,17 +101,18 @@ def test_rank_candidates_valid_first_then_score(perov_raw):
 
 
 def test_specs_accept_reduced_and_cell_formulas_and_drop_duplicates():
-    specs = make_specs(["CaTiO3", "Ca2Ti2O6", "CaTiO3"], spacegroup=221)
-    assert [s.key for s in specs] == ["Ca1Ti1O3_Pm-3m", "Ca2Ti2O6_Pm-3m"]
+    # Ca8Ti8O24 (Z=8) fits Pm-3m's sites; Ca2Ti2O6 cannot (1a and 1b hold one atom each)
+    specs = make_specs(["CaTiO3", "Ca8Ti8O24", "CaTiO3"], spacegroup=221)
+    assert [s.key for s in specs] == ["Ca1Ti1O3_Pm-3m", "Ca8Ti8O24_Pm-3m"]
     assert make_specs("C", "P6/mmm")[0].key == "C1_P6_mmm"
 
 
 def test_read_prompts_text_folder_and_tar(tmp_path):
     listing = tmp_path / "prompts.txt"
-    listing.write_text("# screening\nCaTiO3 Pm-3m\n\nNaCl   # any group\nKBr 225\n")
+    listing.write_text("# screening\nCaTiO3 Pm-3m\n\nNaCl   # any group\nK4Br4 225\n")
     specs = read_prompts(listing)
     assert [(s.formula, s.spacegroup) for s in specs] == [("Ca1Ti1O3", "Pm-3m"), ("Na1Cl1", None),
-                                                          ("K1Br1", "Fm-3m")]
+                                                          ("K4Br4", "Fm-3m")]
     bad = tmp_path / "bad.txt"
     bad.write_text("CaTiO3\nNaQq\n")
     with pytest.raises(CompositionError, match="bad.txt line 2"):
