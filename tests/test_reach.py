@@ -66,3 +66,9 @@ def test_runs_without_out_never_share_a_folder(cf_tiny_model, plugin_manager, tm
         assert str(folder.name) in (first.output + second.output)
         with open(folder / "summary.csv", newline="") as handle:
             assert len(list(csv.DictReader(handle))) == 1
+
+
+@pytest.mark.parametrize("text, hint", [("catio3", "did you mean 'CaTiO3'?"), ("co2", "did you mean 'Co2' or 'CO2'?")])
+def test_a_lower_case_formula_error_suggests_the_capitalised_one(text, hint):
+    with pytest.raises(CompositionError, match=hint.replace("?", r"\?")):
+        make_specs(text)

@@ -79,8 +79,10 @@ def _check_counts(cleaned: str, shown: str) -> None:
     while position < len(cleaned):
         match = _TOKEN_RE.match(cleaned, position)
         if match is None or match.end() == position:
-            raise CompositionError(f"malformed composition {shown!r} at {cleaned[position:position + 10]!r}; "
-                                   "use element symbols and whole counts, e.g. CaTiO3")
+            from .hints import formula_case_hint
+
+            hint = formula_case_hint(cleaned) or "use element symbols and whole counts, e.g. CaTiO3"
+            raise CompositionError(f"malformed composition {shown!r} at {cleaned[position:position + 10]!r}; {hint}")
         symbol, opening, closing, count = match.groups()
         if symbol is not None:
             previous = symbol
