@@ -11,28 +11,15 @@ import torch
 from ...errors import OptionError
 from ...generation.ranking import scorer_lower_is_better
 from ..base import Sample
+from ..sampling import _check_constrain, _positive  # the option checks sampling declares too
 from .evaluation import best_evaluations, write_results
 from .run import TreeRun
 from .tree import Node, epsilon_greedy_select, puct_select, uct_select
 
 
-def _positive(instance, attribute, value) -> None:
-    if value <= 0:
-        raise OptionError(f"Option '{attribute.name}' must be positive, got {value}")
-
-
 def _non_negative(instance, attribute, value) -> None:
     if value < 0:
         raise OptionError(f"Option '{attribute.name}' must be >= 0, got {value}")
-
-
-def _check_constrain(instance, attribute, value) -> None:
-    from ..logits import parse_constraints
-
-    try:
-        parse_constraints(value)
-    except ValueError as exc:
-        raise OptionError(f"Option 'constrain': {exc}") from None
 
 
 @attrs.define
