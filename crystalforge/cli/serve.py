@@ -31,8 +31,8 @@ def is_loopback(host: str) -> bool:
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port to listen on.")
 @click.option("--runs", "runs_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
               show_default=True, help="Folder of run folders (crystalforge run --out folders show up too).")
-@click.option("--model", "model_path", default=None, metavar="PATH",
-              help="Checkpoint file or folder (default: the embedded model).")
+@click.option("--model", "model_path", default=None, metavar="NAME_OR_PATH",
+              help="Registered model name, or checkpoint file or folder (default: the embedded model).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
 @click.option("--token", default=None, help="Token every API call must carry (default: generated off loopback).")
 @click.option("--max-n", type=click.IntRange(min=1), default=100, show_default=True,

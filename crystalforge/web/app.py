@@ -270,7 +270,9 @@ def create_app(*, runs_dir: str | Path, plugin_manager=None, model=None, model_p
     runs = Path(runs_dir)
     runs.mkdir(parents=True, exist_ok=True)
     if model is None:
-        model = jobs.load_model(model_path, device)
+        from ..components import create_model
+
+        model = create_model(plugin_manager, model_path, device=device)  # a registered name or a checkpoint
     device = str(next(model.parameters()).device)
     state = WebState(runs.resolve(), plugin_manager, model, device, limits or Limits(), batch_size)
 

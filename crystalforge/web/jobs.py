@@ -88,14 +88,6 @@ def check_request(request: RunRequest, plugin_manager, max_n: int, max_prompts: 
     return specs
 
 
-def load_model(path: str | None, device: str):
-    """Return the GPT loaded once for the server (None: the embedded default model)."""
-    from ..components import resolve_device
-    from ..model.checkpoint import load_model as _load
-
-    return _load(path, device=resolve_device(device))
-
-
 def components(plugin_manager) -> dict[str, Any]:
     """Return what the form offers: strategies, scorers and validators with their options, space groups."""
     from ..cif.extract import _space_group_tables
