@@ -293,7 +293,9 @@ def _train(config: TrainConfig, runtime: Runtime, *, progress: bool,
                 rate = tokens_seen / train_seconds if train_seconds > 0 else 0.0
                 if iter_num % config.log_interval == 0:
                     bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{rate:,.0f}", refresh=False)
-                    log.debug("iter %d: loss %.4f, lr %.3e, %.0f tokens/s", iter_num, last_loss, lr, rate)
+                    # without a progress bar the log is the only sign of life: say it at INFO
+                    log.log(logging.INFO if bar.disable else logging.DEBUG,
+                            "iter %d: loss %.4f, lr %.3e, %.0f tokens/s", iter_num, last_loss, lr, rate)
                 bar.update(1)
     finally:
         bar.close()
