@@ -42,12 +42,13 @@ class ReplayPlugin:
 def _variant(cif: str, shift=(0.13, 0.27, 0.05)) -> str:
     """Return the structure of ``cif`` with its sites in reverse order and its origin shifted."""
     from pymatgen.core import Structure
-    from pymatgen.io.cif import CifWriter
+
+    from crystalforge.generation.export import to_cif
 
     structure = Structure.from_str(cif, fmt="cif")
     moved = Structure.from_sites([structure[i] for i in reversed(range(len(structure)))])
     moved.translate_sites(list(range(len(moved))), shift)
-    return str(CifWriter(moved))
+    return to_cif(moved)
 
 
 @pytest.fixture
@@ -126,3 +127,28 @@ def test_relaxed_structure_is_written_beside_the_generated_one(replayed, cf_tiny
         rows = list(csv.DictReader(handle))
     assert {"volume_before", "volume_after", "relaxed_file"} <= set(rows[0])
     assert all(float(r["volume_before"]) > float(r["volume_after"]) == pytest.approx(float(r["score"])) for r in rows)
+
+
+@pytest.mark.slow
+def test_chgnet_relax_writes_the_relaxed_cell_and_both_energies(replayed, cf_tiny_model, plugin_manager, tmp_path,
+                                                                monkeypatch):
+    pytest.importorskip("chgnet")
+    import crystalforge_chgnet
+    from pymatgen.core import Structure
+
+    monkeypatch.setattr(ReplayStrategy, "texts", replayed[:1])  # one 5-atom cell
+    plugin_manager.register(crystalforge_chgnet, name="chgnet")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["run", "C", "-n", "1", "--search", "replay", "--model", str(cf_tiny_model),
+                                      "--out", str(out), "--device", "cpu", "--no-progress", "--scorer", "chgnet",
+                                      "--scorer-opt", "relax=true", "--scorer-opt", "relax_steps=5"],
+                                obj={"plugin_manager": plugin_manager})
+    assert result.exit_code == 0, result.output
+    assert "score (eV/atom)" in result.output.splitlines()[0]
+    with open(out / "summary.csv", newline="") as handle:
+        [row] = list(csv.DictReader(handle))
+    assert row["score_unit"] == "eV/atom" and float(row["score"]) == pytest.approx(float(row["energy_relaxed"]))
+    assert float(row["energy_relaxed"]) <= float(row["energy_unrelaxed"]) + 1e-3 < 0
+    relaxed, generated = Structure.from_file(out / row["relaxed_file"]), Structure.from_file(out / row["file"])
+    assert relaxed.composition == generated.composition and row["relaxed_file"] == "C1_any_0_relaxed.cif"
+    assert json.loads((out / "manifest.json").read_text())["score_unit"] == "eV/atom"
