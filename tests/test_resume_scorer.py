@@ -208,3 +208,13 @@ def test_run_shows_the_unit_and_writes_relaxed_files(cf_tiny_model, plugin_manag
     random = invoke(plugin_manager, [*other, "--json"])
     data = json.loads(random.output)
     assert data["score_unit"] == "" and data["rows"][0]["score_unit"] == ""
+
+
+def test_a_tree_search_folder_cannot_be_rescored(cf_tiny_model, plugin_manager, tmp_path):
+    args = ["run", "Na1Cl1", "-s", "Pm-3m", "-n", "1", "--search", "puct", "-o", "num_simulations=2",
+            "-o", "max_new_tokens=30", "--model", str(cf_tiny_model), "--out", str(tmp_path / "t"), "--device", "cpu",
+            "--no-progress", "--scorer", "random"]
+    assert invoke(plugin_manager, args).exit_code == 0
+    result = invoke(plugin_manager, [*args, "--scorer-opt", "seed=7", "--rescore"])
+    assert result.exit_code == 1 and "steered by the old scorer" in result.output
+    assert manifest(tmp_path / "t")["settings"]["scorer_options"] == {}
