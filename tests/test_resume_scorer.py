@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import warnings
 from pathlib import Path
 
 import attrs
@@ -134,7 +135,9 @@ class ShrinkScorer:
         results = []
         for cif in cifs:
             try:
-                structure = Structure.from_str(cif, fmt="cif")
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    structure = Structure.from_str(cif, fmt="cif")
             except Exception:  # noqa: BLE001 - unreadable text scores nan
                 results.append(ScoreResult(math.nan))
                 continue

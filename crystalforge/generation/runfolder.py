@@ -317,16 +317,16 @@ def rescore_rows(out: Path, rows: Sequence[dict[str, Any]], scorer: Any, rows_pa
     from ..scoring.result import as_score_result
     from .pipeline import structure_text
 
-    for row in rows:
-        row.update(score=None if scorer is None else math.nan, score_unit=scorer.unit if scorer is not None else "",
-                   score_extras={}, relaxed_file=_write_relaxed(out, row["name"], None))
     scorable = [row for row in rows if not row.get("error")] if scorer is not None else []
-    if scorable:
-        results = scorer.score_details([_read_text(out / row["file"]) for row in scorable])
-        for row, result in zip(scorable, results):
-            result = as_score_result(result)
-            row.update(score=result.value, score_extras=dict(result.extras),
-                       relaxed_file=_write_relaxed(out, row["name"], structure_text(result.structure)))
+    # score everything first: an interrupted rescore leaves the folder as it was
+    details = scorer.score_details([_read_text(out / row["file"]) for row in scorable]) if scorable else []
+    results = {id(row): as_score_result(result) for row, result in zip(scorable, details)}
+    for row in rows:
+        result = results.get(id(row))
+        row.update(score=None if scorer is None else result.value if result else math.nan,
+                   score_unit=scorer.unit if scorer is not None else "",
+                   score_extras=dict(result.extras) if result else {},
+                   relaxed_file=_write_relaxed(out, row["name"], structure_text(result.structure) if result else None))
     with open(rows_path, "a") as handle:
         for row in rows:
             row["written_at"] = time.time()
