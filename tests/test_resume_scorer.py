@@ -51,8 +51,8 @@ def test_changed_scorer_option_is_refused_then_rescored(plugin_manager, base, tm
     assert refused.exit_code == 1
     line = refused.output.strip()
     assert len(line.splitlines()) == 1 and "Traceback" not in line
-    assert "scorer_options={'seed': '1'}" in line and "--rescore" in line and "another --out" in line
-    assert manifest(out)["settings"]["scorer_options"] == {"seed": "1"}  # refused: nothing rewritten
+    assert "scorer_options={'seed': 1}" in line and "--rescore" in line and "another --out" in line
+    assert manifest(out)["settings"]["scorer_options"] == {"seed": 1}  # refused: nothing rewritten
 
     rescored = invoke(plugin_manager, [*base, "--scorer", "random", "--scorer-opt", "seed=2", "--rescore", "--json"])
     assert rescored.exit_code == 0, rescored.output
@@ -63,8 +63,8 @@ def test_changed_scorer_option_is_refused_then_rescored(plugin_manager, base, tm
     assert {p.name: p.read_text() for p in out.glob("*.cif")} == cifs  # the candidates are kept as they are
     assert {r["name"]: float(r["score"]) for r in summary(out)} == pytest.approx(after, rel=1e-5)
     record = manifest(out)
-    assert record["settings"]["scorer_options"] == {"seed": "2"}
-    assert record["rescored"][0]["scorer"] == "random" and record["rescored"][0]["scorer_options"] == {"seed": "1"}
+    assert record["settings"]["scorer_options"] == {"seed": 2}
+    assert record["rescored"][0]["scorer"] == "random" and record["rescored"][0]["scorer_options"] == {"seed": 1}
 
     # the same settings again: resumed, nothing rescored, the new scores stay
     again = invoke(plugin_manager, [*base, "--scorer", "random", "--scorer-opt", "seed=2", "--json"])
@@ -221,3 +221,23 @@ def test_a_tree_search_folder_cannot_be_rescored(cf_tiny_model, plugin_manager, 
     result = invoke(plugin_manager, [*args, "--scorer-opt", "seed=7", "--rescore"])
     assert result.exit_code == 1 and "steered by the old scorer" in result.output
     assert manifest(tmp_path / "t")["settings"]["scorer_options"] == {}
+
+
+def test_cli_strings_and_python_values_are_one_setting(cf_tiny_model, plugin_manager, tmp_path):
+    from crystalforge import generate
+    from crystalforge.generation.runfolder import _same_setting
+
+    out = tmp_path / "mixed"
+    generate("Na1Cl1", spacegroup="Pm-3m", n=2, model=str(cf_tiny_model), device="cpu", plugin_manager=plugin_manager,
+             out=out, scorer="random", scorer_options={"seed": 5}, search_options={"max_new_tokens": 40})
+    assert manifest(out)["settings"]["search_options"] == {"max_new_tokens": 40}
+    result = invoke(plugin_manager, ["run", "Na1Cl1", "-s", "Pm-3m", "-n", "2", "--model", str(cf_tiny_model),
+                                     "--out", str(out), "--device", "cpu", "--scorer", "random", "--scorer-opt",
+                                     "seed=5", "-o", "max_new_tokens=40", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["resumed"] == 2
+    # older manifests recorded the CLI's strings
+    assert _same_setting({"top_k": "5", "relax": "true", "tolerance": "0.5"}, {"top_k": 5, "relax": True,
+                                                                            "tolerance": 0.5})
+    assert not _same_setting({"seed": "1"}, {"seed": 2}) and not _same_setting(None, "") and not _same_setting(
+        {"a": 1}, {"a": 1, "b": 2})

@@ -162,10 +162,11 @@ def _generate_to_folder(specs, n: int, out: Path, device: str, settings: dict, o
         model = settings["model"]
         manifest = {
             "seed": settings["seed"], "search": settings["search"],
-            "search_options": dict(settings["search_options"] or {}),
+            "search_options": _typed_options(pipeline.strategy, settings["search_options"]),
             "model": _model_label(model), "scorer": settings["scorer"] if isinstance(settings["scorer"], str)
             else (type(settings["scorer"]).__name__ if settings["scorer"] is not None else None),
-            "scorer_options": dict(settings["scorer_options"] or {}), "require": sorted(settings["require"]),
+            "scorer_options": _typed_options(pipeline.scorer, settings["scorer_options"]),
+            "require": sorted(settings["require"]),
             "model_options": dict(settings["model_options"] or {}), "tokenizer": settings["tokenizer"] or "crystallm",
             "dtype": settings["dtype"] or "float32", "validate": bool(settings["validate"]),
             "validator_options": {k: dict(v) for k, v in (settings["validator_options"] or {}).items()},
@@ -180,6 +181,18 @@ def _generate_to_folder(specs, n: int, out: Path, device: str, settings: dict, o
     result = Candidates(rank_candidates(run.candidates, run.lower_is_better))
     result.run = run
     return result
+
+
+def _typed_options(component: Any, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Return the options as the built component holds them (``"1"`` from the CLI and ``1``
+    from Python are one setting), the given value where the component does not expose it."""
+    typed = {}
+    for key, value in (options or {}).items():
+        try:
+            typed[key] = getattr(component, key, value)
+        except Exception:  # noqa: BLE001 - a property that raises: keep what was given
+            typed[key] = value
+    return typed
 
 
 def _warn_about_reach(model: Any, specs) -> None:

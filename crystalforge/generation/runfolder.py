@@ -108,7 +108,24 @@ def manifest_differences(out_dir: Path, settings: Mapping[str, Any]) -> dict[str
     previous = read_manifest(out_dir).get("settings", {})
     given = _jsonable(dict(settings))
     return {key: (previous[key], given.get(key)) for key in RESUME_SETTINGS
-            if key in previous and previous[key] != given.get(key)}
+            if key in previous and not _same_setting(previous[key], given.get(key))}
+
+
+def _same_setting(recorded: Any, given: Any) -> bool:
+    """Return whether two recorded settings mean the same (``"1"`` and ``1``, ``"true"`` and
+    ``True``: option values of older manifests were recorded as the CLI's strings)."""
+    if recorded == given:
+        return True
+    if isinstance(recorded, dict) and isinstance(given, dict):
+        return recorded.keys() == given.keys() and all(_same_setting(recorded[k], given[k]) for k in recorded)
+    if isinstance(recorded, list) and isinstance(given, list):
+        return len(recorded) == len(given) and all(map(_same_setting, recorded, given))
+    if recorded is None or given is None or isinstance(recorded, (dict, list)) or isinstance(given, (dict, list)):
+        return False
+    try:
+        return float(recorded) == float(given)
+    except (TypeError, ValueError):
+        return str(recorded).strip().lower() == str(given).strip().lower()
 
 
 def check_manifest(out_dir: Path, settings: Mapping[str, Any], rescore: bool = False) -> dict[str, tuple[Any, Any]]:
