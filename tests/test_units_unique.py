@@ -152,3 +152,15 @@ def test_chgnet_relax_writes_the_relaxed_cell_and_both_energies(replayed, cf_tin
     relaxed, generated = Structure.from_file(out / row["relaxed_file"]), Structure.from_file(out / row["file"])
     assert relaxed.composition == generated.composition and row["relaxed_file"] == "C1_any_0_relaxed.cif"
     assert json.loads((out / "manifest.json").read_text())["score_unit"] == "eV/atom"
+
+
+def test_declared_units(plugin_manager):
+    from crystalforge.components import create_scorer
+
+    assert create_scorer(plugin_manager, "random").unit == ""  # unitless
+    zmq = create_scorer(plugin_manager, "zmq", probe_timeout="0")
+    assert zmq.unit == ""  # the protocol carries no unit: unknown unless the user says
+    alignn = create_scorer(plugin_manager, "zmq", unit="eV/atom", probe_timeout="0")
+    assert alignn.unit == "eV/atom"
+    zmq.close()
+    alignn.close()
