@@ -36,8 +36,8 @@ def manifest(out: Path) -> dict:
 
 @pytest.fixture
 def base(cf_tiny_model, tmp_path):
-    return ["run", "Na1Cl1", "-s", "Pm-3m", "-n", "3", "--model", str(cf_tiny_model), "--out", str(tmp_path / "out"), "--device",
-            "cpu", "--no-progress", "--seed", "4", *FAST]
+    return ["run", "Na1Cl1", "-s", "Pm-3m", "-n", "3", "--model", str(cf_tiny_model), "--out", str(tmp_path / "out"),
+            "--device", "cpu", "--no-progress", "--seed", "4", *FAST]
 
 
 def test_changed_scorer_option_is_refused_then_rescored(plugin_manager, base, tmp_path):
@@ -194,8 +194,8 @@ def test_unit_extras_and_relaxed_structure_reach_every_output(plugin_manager, tm
 def test_run_shows_the_unit_and_writes_relaxed_files(cf_tiny_model, plugin_manager, tmp_path, monkeypatch):
     plugin_manager.register(ShrinkPlugin, name="shrink-plugin")
     out = tmp_path / "run"
-    args = ["run", "Na1Cl1", "-s", "Pm-3m", "-n", "2", "--model", str(cf_tiny_model), "--out", str(out), "--device", "cpu",
-            "--no-progress", "--scorer", "shrink", *FAST]
+    args = ["run", "Na1Cl1", "-s", "Pm-3m", "-n", "2", "--model", str(cf_tiny_model), "--out", str(out), "--device",
+            "cpu", "--no-progress", "--scorer", "shrink", *FAST]
     table = invoke(plugin_manager, args)
     assert table.exit_code == 0, table.output
     assert "score (A^3/atom)" in table.output.splitlines()[0]
