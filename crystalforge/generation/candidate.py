@@ -144,6 +144,7 @@ class Candidate:
             "spacegroup_asked": self.spacegroup,
             "is_valid": self.is_valid if self.report is not None else None,
             "score": None if self.score is None or math.isnan(self.score) else self.score,
+            "score_unit": self.score_unit or None,
         }
 
     def to_poscar(self) -> str:
