@@ -15,8 +15,8 @@ option, before any generation work. ``plugin_manager=None`` means a fresh
 :func:`~crystalforge.plugins.make_plugin_manager`.
 
 The kernel's defaults for the contracts' optional members live here too:
-:func:`adapt_scorer` (``unit``, ``score_many``, ``close``), :func:`search_artifacts` and
-:func:`accepts_indices` (a strategy's ``artifacts()`` and ``indices=``).
+:func:`adapt_scorer` (``unit``, ``score_many``, ``score_details``, ``close``),
+:func:`search_artifacts` and :func:`accepts_indices` (a strategy's ``artifacts()`` and ``indices=``).
 """
 
 from __future__ import annotations
@@ -252,6 +252,13 @@ class _ScorerAdapter:
             return list(own(cifs))
         return [self.wrapped.score(cif) for cif in cifs]
 
+    def score_details(self, cifs: Iterable[str]) -> list[Any]:
+        from .scoring.result import as_score_result
+
+        own = getattr(self.wrapped, "score_details", None)
+        values = own(cifs) if callable(own) else self.score_many(cifs)
+        return [as_score_result(value) for value in values]
+
     def close(self) -> None:
         own = getattr(self.wrapped, "close", None)
         if callable(own):
@@ -268,7 +275,7 @@ class _ScorerAdapter:
 
 
 def adapt_scorer(scorer: Any) -> Any:
-    """Return ``scorer`` with ``unit``, ``score_many`` and ``close`` guaranteed.
+    """Return ``scorer`` with ``unit``, ``score_many``, ``score_details`` and ``close`` guaranteed.
 
     A scorer that has all three (any subclass of :class:`Scorer` or of
     :class:`crystalforge.scoring.base.Scorer`) is returned unchanged; otherwise a thin

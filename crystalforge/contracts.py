@@ -17,7 +17,8 @@ member is one line naming the component, its plugin and the member
 (:func:`check_contract`).
 
 The result types live where they are produced and are re-exported here: :class:`Sample`
-(what a search strategy returns), :class:`CheckResult`, :class:`ValidationContext` and
+(what a search strategy returns), :class:`ScoreResult` (what a scorer may say beyond its
+number), :class:`CheckResult`, :class:`ValidationContext` and
 :class:`ValidityReport` (what validators receive and build).
 """
 
@@ -28,12 +29,13 @@ import typing
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from .errors import PluginError
+from .scoring.result import ScoreResult, as_score_result
 from .search.base import Sample
 from .validation.report import CheckResult, ValidationContext, ValidityReport
 
 __all__ = [
     "Tokenizer", "KVCache", "ModelConfig", "LanguageModel", "SearchStrategy", "Scorer", "Validator",
-    "Sample", "CheckResult", "ValidationContext", "ValidityReport", "Table",
+    "Sample", "ScoreResult", "CheckResult", "ValidationContext", "ValidityReport", "Table",
     "CONTRACTS", "OPTIONAL", "required_members", "missing_member", "check_contract",
 ]
 
@@ -185,9 +187,13 @@ class Scorer(Protocol):
     raise for a bad CIF) and ``lower_is_better`` (energies: True).
 
     Optional, with kernel defaults: ``unit`` (shown beside scores, e.g. ``"eV/atom"``;
-    default ``""``), ``score_many(cifs)`` (default: loops over ``score``; override to
-    batch) and ``close()`` (release sockets, models; default: nothing). A class may
-    subclass this Protocol explicitly to inherit the defaults.
+    default ``""``: unitless), ``score_many(cifs)`` (default: loops over ``score``;
+    override to batch), ``score_details(cifs)`` (one :class:`ScoreResult` per CIF: the
+    score plus extra columns and the relaxed structure when the scorer relaxes; default:
+    ``score_many``'s numbers with nothing else) and ``close()`` (release sockets, models;
+    default: nothing). ``score``/``score_many`` always return plain numbers (search
+    strategies steer by them); only generation asks for details. A class may subclass
+    this Protocol explicitly to inherit the defaults.
     """
 
     lower_is_better: bool
@@ -199,6 +205,11 @@ class Scorer(Protocol):
     def score_many(self, cifs: Iterable[str]) -> list[float]:
         """Return one score per CIF, in order (optional; default: loops over ``score``)."""
         return [self.score(cif) for cif in cifs]
+
+    def score_details(self, cifs: Iterable[str]) -> list[ScoreResult]:
+        """Return one :class:`ScoreResult` per CIF, in order (optional; default: the numbers of
+        ``score_many`` with no extras and no structure)."""
+        return [as_score_result(value) for value in self.score_many(cifs)]
 
     def close(self) -> None:
         """Release resources held by the scorer (optional, idempotent; default: nothing)."""
@@ -232,7 +243,7 @@ OPTIONAL: dict[str, frozenset[str]] = {
     "tokenizer": frozenset(),
     "model": frozenset(),
     "search": frozenset({"artifacts"}),
-    "scorer": frozenset({"unit", "score_many", "close"}),
+    "scorer": frozenset({"unit", "score_many", "score_details", "close"}),
     "validator": frozenset(),
 }
 

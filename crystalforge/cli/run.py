@@ -47,13 +47,16 @@ TABLE_ROWS = 20
 @click.option("--require", multiple=True, metavar="CHECK", help="Extra check that must pass for validity.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--rescore", is_flag=True,
+              help="Score the kept candidates of --out again with this --scorer (a folder made with another scorer).")
+@click.option("--unique", is_flag=True, help="Group equivalent structures (pymatgen StructureMatcher) in the summary.")
 @click.pass_context
 def run(ctx: click.Context, compositions: tuple[str, ...], spacegroup: str | None, z: int | None, n: int,
         search: str, search_opts: tuple[str, ...], scorer: str | None, scorer_opts: tuple[str, ...],
         model_path: str | None, model_opts: tuple[str, ...], tokenizer: str | None,
         validator_opts: tuple[str, ...], device: str, dtype: str | None, out_dir: Path, seed: int,
         prompts_path: Path | None, batch_size: int, workers: int, require: tuple[str, ...], no_progress: bool,
-        as_json: bool) -> None:
+        as_json: bool, rescore: bool, unique: bool) -> None:
     """Generate candidate structures for compositions, validate, score and rank them.
 
     Each candidate is written to OUT as <formula>_<spacegroup>_<index>.cif, with
@@ -80,7 +83,7 @@ def run(ctx: click.Context, compositions: tuple[str, ...], spacegroup: str | Non
         device=device, batch_size=batch_size, plugin_manager=get_plugin_manager(ctx), require=require,
         progress=not no_progress and not as_json, workers=workers, dtype=dtype, prompts=prompts_path,
         out=out_dir, tokenizer=tokenizer, model_options=parse_pairs(model_opts, "--model-opt"),
-        validator_options=parse_dotted_pairs(validator_opts, "--validator-opt"),
+        validator_options=parse_dotted_pairs(validator_opts, "--validator-opt"), rescore=rescore, unique=unique,
     )
     run = result.run
     if run.summary_path is None:  # not the main process of a torchrun
@@ -89,28 +92,39 @@ def run(ctx: click.Context, compositions: tuple[str, ...], spacegroup: str | Non
         click.echo(json.dumps({
             "out": str(run.out_dir), "summary": str(run.summary_path), "candidates": len(run.rows),
             "generated": run.generated, "resumed": run.resumed, "valid": run.valid,
-            "lower_is_better": run.lower_is_better, "rows": [_plain(r) for r in run.rows],
+            "lower_is_better": run.lower_is_better, "score_unit": run.score_unit, "rescored": run.rescored,
+            **({"groups": run.groups} if run.groups is not None else {}), "rows": [_plain(r) for r in run.rows],
         }, indent=2, default=str))
         return
-    _print_table(run.rows, scored=scorer is not None)
+    _print_table(run.rows, scored=scorer is not None, unit=run.score_unit, grouped=run.groups is not None)
+    rescored = f", {run.rescored} rescored" if rescore else ""
+    groups = f" in {len(run.groups)} groups" if run.groups is not None else ""
     click.echo(
-        f"{len(run.rows)} candidates ({run.generated} generated, {run.resumed} kept from before), "
+        f"{len(run.rows)} candidates{groups} ({run.generated} generated, {run.resumed} kept from before{rescored}), "
         f"{run.valid} valid -> {run.summary_path}"
     )
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
     """Return the row with NaN as None (strict JSON) and without bookkeeping fields."""
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items() if k != "written_at"}
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return None if isinstance(value, float) and math.isnan(value) else value
+
+    return {k: plain(v) for k, v in row.items() if k != "written_at"}
 
 
-def _print_table(rows: list[dict[str, Any]], scored: bool) -> None:
-    header = ("#", "file", "sg asked", "sg found", "valid", *(("score",) if scored else ()), "failed checks")
+def _print_table(rows: list[dict[str, Any]], scored: bool, unit: str | None = None, grouped: bool = False) -> None:
+    score_header = f"score ({unit})" if unit else "score"
+    header = ("#", *(("group",) if grouped else ()), "file", "sg asked", "sg found", "valid",
+              *((score_header,) if scored else ()), "failed checks")
     body = []
     for row in rows[:TABLE_ROWS]:
         score = row.get("score")
-        cells = [str(row.get("rank", "")), row.get("file", ""), row.get("spacegroup_asked") or "-",
-                 row.get("spacegroup_found") or "-", "yes" if row.get("is_valid") else "no"]
+        cells = [str(row.get("rank", "")), *((str(row.get("group", "")),) if grouped else ()), row.get("file", ""),
+                 row.get("spacegroup_asked") or "-", row.get("spacegroup_found") or "-",
+                 "yes" if row.get("is_valid") else "no"]
         if scored:
             cells.append(float("nan") if score is None else score)
         failed = row.get("failed") or ""

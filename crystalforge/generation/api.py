@@ -48,6 +48,8 @@ def generate(
     model_options: Mapping[str, Any] | None = None,
     validator_options: Mapping[str, Mapping[str, Any]] | None = None,
     on_chunk: Callable[[list[Candidate]], None] | None = None,
+    rescore: bool = False,
+    unique: bool = False,
 ) -> Candidates:
     """Generate ``n`` candidate structures per composition, validated, scored and ranked.
 
@@ -82,6 +84,12 @@ def generate(
         validator_options: options per check, ``{check: {key: value}}``.
         on_chunk: called with each chunk of new candidates once they are judged (and, with
             ``out``, written): progress reports; an exception it raises stops the run.
+        rescore: with ``out``, score the folder's kept candidates again with ``scorer``
+            (allowed when the folder differs in the scorer and its options only) and
+            record the new scorer in its manifest.
+        unique: group equivalent structures (same reduced composition, pymatgen's
+            ``StructureMatcher``): each candidate's ``group`` (1 is the best-ranked
+            candidate's group), and with ``out`` a ``group`` column in ``summary.csv``.
 
     Returns:
         The candidates ranked by the one ranking rule (valid first, then best score first
@@ -93,7 +101,8 @@ def generate(
         CompositionError, SpaceGroupError: a bad composition or space group (before any work).
         UnknownComponentError, OptionError: a bad component, option or check name.
         CheckpointError: the model cannot be loaded.
-        ConfigError: ``out`` holds a run made with other settings.
+        ConfigError: ``out`` holds a run made with other settings (``rescore`` allows
+            another scorer only), or ``rescore`` without ``out``.
     """
     from ..errors import CompositionError, OptionError
     from .components import resolve_device
@@ -103,6 +112,8 @@ def generate(
 
     if n < 1:
         raise OptionError(f"n must be at least 1, got {n}")
+    if rescore and out is None:
+        raise OptionError("rescore needs a run folder to rescore (out=..., --out)")
     # every input is checked before the model is loaded
     specs = make_specs(composition, spacegroup, z) if composition else []
     if prompts is not None:
@@ -118,7 +129,7 @@ def generate(
                     validator_options=validator_options)
     device = resolve_device(device)
     if out is not None:
-        return _generate_to_folder(specs, n, Path(out), device, settings, on_chunk)
+        return _generate_to_folder(specs, n, Path(out), device, settings, on_chunk, rescore=rescore, unique=unique)
     pipeline = make_pipeline(device=device, **settings)
     try:
         candidates: list[Candidate] = []
@@ -129,10 +140,17 @@ def generate(
                 on_chunk(chunk)
     finally:
         _close_if_owned(pipeline, scorer)
-    return Candidates(rank_candidates(candidates, scorer_lower_is_better(pipeline.scorer)))
+    ranked = rank_candidates(candidates, scorer_lower_is_better(pipeline.scorer))
+    if unique:
+        from .unique import group_ids
+
+        for candidate, group in zip(ranked, group_ids([c.structure for c in ranked])):
+            candidate.group = group
+    return Candidates(ranked)
 
 
-def _generate_to_folder(specs, n: int, out: Path, device: str, settings: dict, on_chunk=None) -> Candidates:
+def _generate_to_folder(specs, n: int, out: Path, device: str, settings: dict, on_chunk=None, *,
+                        rescore: bool = False, unique: bool = False) -> Candidates:
     from .pipeline import make_pipeline
     from .ranking import rank_candidates
     from .runfolder import run_to_folder
@@ -144,13 +162,18 @@ def _generate_to_folder(specs, n: int, out: Path, device: str, settings: dict, o
         model = settings["model"]
         manifest = {
             "seed": settings["seed"], "search": settings["search"],
-            "search_options": dict(settings["search_options"] or {}),
+            "search_options": _typed_options(pipeline.strategy, settings["search_options"]),
             "model": _model_label(model), "scorer": settings["scorer"] if isinstance(settings["scorer"], str)
             else (type(settings["scorer"]).__name__ if settings["scorer"] is not None else None),
-            "scorer_options": dict(settings["scorer_options"] or {}), "require": list(settings["require"]),
+            "scorer_options": _typed_options(pipeline.scorer, settings["scorer_options"]),
+            "require": sorted(settings["require"]),
+            "model_options": dict(settings["model_options"] or {}), "tokenizer": settings["tokenizer"] or "crystallm",
+            "dtype": settings["dtype"] or "float32", "validate": bool(settings["validate"]),
+            "validator_options": {k: dict(v) for k, v in (settings["validator_options"] or {}).items()},
         }
         try:
-            run = run_to_folder(pipeline, specs, n, out, settings=manifest, context=context, on_chunk=on_chunk)
+            run = run_to_folder(pipeline, specs, n, out, settings=manifest, context=context, on_chunk=on_chunk,
+                                rescore=rescore, unique=unique)
         finally:
             _close_if_owned(pipeline, settings["scorer"])
     finally:
@@ -158,6 +181,18 @@ def _generate_to_folder(specs, n: int, out: Path, device: str, settings: dict, o
     result = Candidates(rank_candidates(run.candidates, run.lower_is_better))
     result.run = run
     return result
+
+
+def _typed_options(component: Any, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Return the options as the built component holds them (``"1"`` from the CLI and ``1``
+    from Python are one setting), the given value where the component does not expose it."""
+    typed = {}
+    for key, value in (options or {}).items():
+        try:
+            typed[key] = getattr(component, key, value)
+        except Exception:  # noqa: BLE001 - a property that raises: keep what was given
+            typed[key] = value
+    return typed
 
 
 def _warn_about_reach(model: Any, specs) -> None:

@@ -30,6 +30,15 @@ class Candidate:
         name: a stable name, ``<formula>_<spacegroup or any>_<index>`` by default (the
             CLI's file stem).
         extra: strategy-specific facts (MCTS: reward, simulation, ...).
+        score_unit: the unit of :attr:`score` the scorer declared (``"eV/atom"``; ``""``
+            unitless or no scorer).
+        score_extras: further numbers the scorer gave (CHGNet relaxing:
+            ``energy_unrelaxed``, ``energy_relaxed``).
+        relaxed_cif: the structure the score belongs to when the scorer relaxed it (CIF
+            text), else None.
+        group: with ``unique``, the id of the group of equivalent structures (same
+            composition, matched by pymatgen's ``StructureMatcher``); 1 is the group of
+            the best-ranked candidate. None without ``unique``.
     """
 
     composition: str
@@ -46,6 +55,10 @@ class Candidate:
     file: str | None = None
     name: str = ""
     extra: dict[str, Any] = attrs.field(factory=dict)
+    score_unit: str = ""
+    score_extras: dict[str, Any] = attrs.field(factory=dict)
+    relaxed_cif: str | None = None
+    group: int | None = None
     _structure: Any = attrs.field(default=None, init=False, repr=False)
     _structure_error: str | None = attrs.field(default=None, init=False, repr=False)
     _parsed: bool = attrs.field(default=False, init=False, repr=False)
@@ -131,6 +144,7 @@ class Candidate:
             "spacegroup_asked": self.spacegroup,
             "is_valid": self.is_valid if self.report is not None else None,
             "score": None if self.score is None or math.isnan(self.score) else self.score,
+            "score_unit": self.score_unit or None,
         }
 
     def to_poscar(self) -> str:
@@ -192,10 +206,14 @@ class Candidate:
             row["failed"] = ""
         row.update(
             score=self.score,
+            score_unit=self.score_unit,
+            score_extras=dict(self.score_extras),
             volume=self.volume,
             n_tokens=self.n_tokens,
             finished=self.finished,
             error=self.postprocess_error or "",
             file=self.file or "",
         )
+        if self.group is not None:
+            row["group"] = self.group
         return row

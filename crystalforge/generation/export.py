@@ -62,10 +62,13 @@ def to_extxyz(structure, info: dict[str, Any] | None = None) -> str:
 
 
 def to_cif(structure) -> str:
-    """Return the structure as CIF text written by pymatgen (P1, all sites)."""
+    """Return the structure as CIF text written by pymatgen (P1, all sites; site labels made
+    unique, as CIF requires, on a copy)."""
     from pymatgen.io.cif import CifWriter
 
-    return str(CifWriter(structure))
+    labelled = structure.copy()
+    labelled.relabel_sites(ignore_uniq=True)
+    return str(CifWriter(labelled))
 
 
 def convert(structure, fmt: str, info: dict[str, Any] | None = None) -> str:

@@ -160,13 +160,35 @@ class Pipeline:
         for candidate in candidates:
             known = candidate.extra.get("score")
             candidate.score = float(known) if isinstance(known, (int, float)) and math.isfinite(known) else math.nan
+            candidate.score_unit = self.scorer.unit
         scorable = [c for c in candidates if c.cif is not None and math.isnan(c.score)]
-        scores = list(self.scorer.score_many([c.cif for c in scorable])) if scorable else []
-        for candidate, score in zip(scorable, scores):
-            try:
-                candidate.score = float(score)
-            except (TypeError, ValueError):
-                candidate.score = math.nan
+        results = list(self.scorer.score_details([c.cif for c in scorable])) if scorable else []
+        for candidate, result in zip(scorable, results):
+            apply_score(candidate, result)
+
+
+def apply_score(candidate: Candidate, result: Any) -> None:
+    """Record a scorer's result on a candidate: the score, its extras and the relaxed
+    structure as CIF text (a plain number is a result with nothing else)."""
+    from ..scoring.result import as_score_result
+
+    result = as_score_result(result)
+    candidate.score = result.value
+    candidate.score_extras = dict(result.extras)
+    candidate.relaxed_cif = structure_text(result.structure)
+
+
+def structure_text(structure: Any) -> str | None:
+    """Return a scorer's structure (pymatgen ``Structure`` or CIF text) as CIF text, None for None."""
+    if structure is None or isinstance(structure, str):
+        return structure
+    from .export import to_cif
+
+    try:
+        return to_cif(structure)
+    except Exception as exc:  # noqa: BLE001 - a scorer's odd structure costs its file, not the run
+        logger.warning("cannot write the scorer's structure as CIF: %s", exc)
+        return None
 
 
 _WORKER_CHECKS: list | None = None

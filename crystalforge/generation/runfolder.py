@@ -1,9 +1,15 @@
 """Run folders: candidates written as files, resumable, with a ranked ``summary.csv``.
 
-A folder holds ``<name>.cif`` per candidate, ``candidates.rank<R>.jsonl`` (one record
-per candidate, appended as each chunk is ready), ``manifest.json`` (the settings that
-must match to resume), ``summary.csv`` (ranked) and whatever extra tables the search
-strategy hands back (:meth:`artifacts`, e.g. MCTS's ``results.csv``).
+A folder holds ``<name>.cif`` per candidate (and ``<name>_relaxed.cif`` when the scorer
+relaxed it), ``candidates.rank<R>.jsonl`` (one record per candidate, appended as each
+chunk is ready), ``manifest.json`` (the settings that made the files, which must match
+to resume), ``summary.csv`` (ranked) and whatever extra tables the search strategy hands
+back (:meth:`artifacts`, e.g. MCTS's ``results.csv``).
+
+A folder is resumed only when every setting that shapes its results matches
+(:data:`RESUME_SETTINGS`). When only the scorer differs, ``rescore`` scores the kept
+candidates with the new one and the manifest records the change (``rescored``), so it
+always names the scorer of the scores in ``summary.csv``.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import attrs
 
+from ..components import accepts_indices
 from ..util import plain_cell, truthy, write_csv
 from .pipeline import Pipeline
 from .prompts import PromptSpec, safe_name, spec_count
@@ -22,11 +29,16 @@ from .ranking import rank_key, scorer_lower_is_better
 MANIFEST = "manifest.json"
 SUMMARY = "summary.csv"
 ROWS_GLOB = "candidates*.jsonl"
-#: settings that must match for a folder to be resumed (else the names would lie)
-RESUME_SETTINGS = ("seed", "search", "search_options", "model")
+#: settings that shape results: a folder is resumed only when each one matches (else its files would lie)
+RESUME_SETTINGS = ("seed", "search", "search_options", "model", "model_options", "tokenizer", "dtype",
+                   "validate", "require", "validator_options", "scorer", "scorer_options")
+#: the settings ``rescore`` may change: they decide the scores only, not the candidates
+SCORER_SETTINGS = ("scorer", "scorer_options")
 _LEADING_COLUMNS = ("rank", "name", "composition", "formula", "spacegroup_asked", "spacegroup_found", "index")
-_TRAILING_COLUMNS = ("bond_length_score", "is_valid", "failed", "score", "volume", "n_tokens", "finished",
-                     "error", "file")
+_SCORE_COLUMNS = ("score", "score_unit")
+_TRAILING_COLUMNS = ("volume", "n_tokens", "finished", "error", "file", "relaxed_file")
+_RESULT_COLUMNS = ("bond_length_score", "is_valid", "failed", *_SCORE_COLUMNS, "score_extras", "group",
+                   *_TRAILING_COLUMNS)
 
 
 @attrs.define
@@ -41,6 +53,12 @@ class RunResult:
     summary_path: Path | None = None
     #: the candidates this process generated in this call (resumed ones are only rows)
     candidates: list[Any] = attrs.field(factory=list)
+    #: kept candidates scored again with a new scorer (``rescore``)
+    rescored: int = 0
+    #: the unit the scorer declared for ``score`` ("" unitless, None without a scorer)
+    score_unit: str | None = None
+    #: with ``unique``: the groups of equivalent structures (:func:`.unique.summarize_groups`)
+    groups: list[dict[str, Any]] | None = None
 
     @property
     def valid(self) -> int:
@@ -70,25 +88,70 @@ def read_rows(out_dir: Path) -> dict[str, dict[str, Any]]:
     return {name: row for name, row in rows.items() if row.get("file") and (out_dir / row["file"]).is_file()}
 
 
-def check_manifest(out_dir: Path, settings: Mapping[str, Any]) -> None:
-    """Raise ConfigError when ``out_dir`` holds a run made with different settings."""
+def read_manifest(out_dir: Path) -> dict[str, Any]:
+    """Return the folder's manifest (``{}`` when there is none or it is unreadable)."""
     import json
-
-    from ..errors import ConfigError
 
     path = out_dir / MANIFEST
     if not path.is_file():
-        return
+        return {}
     try:
-        previous = json.loads(path.read_text()).get("settings", {})
+        manifest = json.loads(path.read_text())
     except ValueError:
-        return
-    for key in RESUME_SETTINGS:
-        if key in previous and previous[key] != _jsonable(settings.get(key)):
-            raise ConfigError(
-                f"{out_dir} holds a run with {key}={previous[key]!r}, not {settings.get(key)!r}; "
-                "use another --out folder (or the same settings to resume)"
-            )
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def manifest_differences(out_dir: Path, settings: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Return ``{setting: (recorded, given)}`` for each of :data:`RESUME_SETTINGS` that the
+    folder's manifest records with another value (settings it does not record are not compared)."""
+    previous = read_manifest(out_dir).get("settings", {})
+    given = _jsonable(dict(settings))
+    return {key: (previous[key], given.get(key)) for key in RESUME_SETTINGS
+            if key in previous and not _same_setting(previous[key], given.get(key))}
+
+
+def _same_setting(recorded: Any, given: Any) -> bool:
+    """Return whether two recorded settings mean the same (``"1"`` and ``1``, ``"true"`` and
+    ``True``: option values of older manifests were recorded as the CLI's strings)."""
+    if recorded == given:
+        return True
+    if isinstance(recorded, dict) and isinstance(given, dict):
+        return recorded.keys() == given.keys() and all(_same_setting(recorded[k], given[k]) for k in recorded)
+    if isinstance(recorded, list) and isinstance(given, list):
+        return len(recorded) == len(given) and all(map(_same_setting, recorded, given))
+    if recorded is None or given is None or isinstance(recorded, (dict, list)) or isinstance(given, (dict, list)):
+        return False
+    try:
+        return float(recorded) == float(given)
+    except (TypeError, ValueError):
+        return str(recorded).strip().lower() == str(given).strip().lower()
+
+
+def check_manifest(out_dir: Path, settings: Mapping[str, Any], rescore: bool = False) -> dict[str, tuple[Any, Any]]:
+    """Return the settings that differ from the folder's manifest when resuming is honest:
+    none, or (with ``rescore``) the scorer's only.
+
+    Raises:
+        ConfigError: the folder holds a run made with other settings (one line naming
+            each, and offering ``--rescore`` when only the scorer differs).
+    """
+    from ..errors import ConfigError
+
+    differences = manifest_differences(out_dir, settings)
+    if not differences:
+        return {}
+    scorer_only = set(differences) <= set(SCORER_SETTINGS)
+    if rescore and scorer_only:
+        return differences
+    recorded = ", ".join(f"{key}={old!r}" for key, (old, _) in differences.items())
+    given = ", ".join(f"{key}={new!r}" for key, (_, new) in differences.items())
+    if scorer_only:
+        hint = "rerun with --rescore to score its kept candidates with the new scorer, or use another --out folder"
+    else:
+        hint = (("--rescore changes only the scorer; " if rescore else "")
+                + "use another --out folder (or the same settings to resume)")
+    raise ConfigError(f"{out_dir} holds a run made with {recorded}, not {given}; {hint}")
 
 
 def _jsonable(value: Any) -> Any:
@@ -119,6 +182,8 @@ def run_to_folder(
     settings: Mapping[str, Any],
     context: Any = None,
     on_chunk: Callable[[list[Any]], None] | None = None,
+    rescore: bool = False,
+    unique: bool = False,
 ) -> RunResult:
     """Generate ``n`` candidates per spec into ``out_dir``, resuming what is already there.
 
@@ -130,8 +195,15 @@ def run_to_folder(
     is called after each chunk's files are written (progress; an exception it raises,
     e.g. a cancellation, stops the run and keeps what was written).
 
+    ``rescore``: score every kept candidate again with the pipeline's scorer (allowed
+    when the folder differs from ``settings`` in the scorer only), before anything new is
+    made; the manifest then names the new scorer and lists the old one under ``rescored``.
+    ``unique``: give each summary row the ``group`` of equivalent structures it belongs
+    to (:mod:`.unique`).
+
     Raises:
-        ConfigError: the folder holds a run made with other settings.
+        ConfigError: the folder holds a run made with other settings, or ``rescore``
+            would change the scorer of a search that was steered by it (tree searches).
     """
     import json
     import time
@@ -144,16 +216,33 @@ def run_to_folder(
     context = context or DistContext()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    check_manifest(out, settings)
+    changed = check_manifest(out, settings, rescore)
+    if changed and not accepts_indices(pipeline.strategy):
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--rescore cannot change the scorer of {out}: its {settings.get('search')!r} search "
+                          "was steered by the old scorer; use another --out folder")
+    previous = read_manifest(out)
     if context.is_main:  # temp files of a run killed mid-write; nobody writes before the barrier
         remove_stale_temp_files(out)
     done = read_rows(out)
     wanted = [(spec, i) for spec in specs for i in range(spec_count(spec, n))]
     missing = [(spec, i) for spec, i in wanted if f"{spec.key}_{i}" not in done]
     context.barrier()  # everyone has read the folder before anything new is written
+    rows_path = out / f"candidates.rank{context.rank}.jsonl"
+    score_unit = pipeline.scorer.unit if pipeline.scorer is not None else None
+    rescored = 0
     if context.is_main:
-        manifest = {"format": 1, "settings": _jsonable(dict(settings)), "n": n,
+        if rescore and done:  # before the manifest names the new scorer
+            rescored = len(rescore_rows(out, list(done.values()), pipeline.scorer, rows_path))
+        history = list(previous.get("rescored", []))
+        if changed:
+            history.append({**{key: previous.get("settings", {}).get(key) for key in SCORER_SETTINGS},
+                            "replaced_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        manifest = {"format": 1, "settings": _jsonable(dict(settings)), "score_unit": score_unit, "n": n,
                     "prompts": [attrs.asdict(spec) for spec in specs]}
+        if history:
+            manifest["rescored"] = history
         atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     mine = shard(missing, context.rank, context.world_size)
     work: list[tuple[PromptSpec, list[int]]] = []
@@ -163,7 +252,6 @@ def run_to_folder(
         else:
             work.append((spec, [index]))
 
-    rows_path = out / f"candidates.rank{context.rank}.jsonl"
     new_rows: list[dict[str, Any]] = []
     made: list[Any] = []
     bar = tqdm(total=len(mine), desc="generating" if not context.distributed else f"rank {context.rank}",
@@ -175,6 +263,7 @@ def run_to_folder(
                     candidate.file = f"{candidate.name}.cif"
                     atomic_write_text(out / candidate.file, candidate.text)
                     row = candidate.to_row()
+                    row["relaxed_file"] = _write_relaxed(out, candidate.name, candidate.relaxed_cif)
                     row["written_at"] = time.time()
                     handle.write(json.dumps(row, default=str) + "\n")
                     new_rows.append(row)
@@ -199,7 +288,17 @@ def run_to_folder(
         row["rank"] = position
     result = RunResult(out_dir=out, rows=ranked, generated=sum(len(r) for r in gathered),
                        resumed=len([1 for spec, i in wanted if f"{spec.key}_{i}" in done]), lower_is_better=lower,
-                       candidates=made)
+                       candidates=made, rescored=rescored, score_unit=score_unit)
+    if unique:
+        from .unique import group_texts, summarize_groups
+
+        ids = group_texts([None if row.get("error") else _read_text(out / row["file"]) for row in ranked])
+        for row, group in zip(ranked, ids):
+            row["group"] = group
+        by_name = {row["name"]: row["group"] for row in ranked}
+        for candidate in made:
+            candidate.group = by_name.get(candidate.name)
+        result.groups = summarize_groups(ranked)
     if context.is_main:
         result.summary_path = out / SUMMARY
         write_summary(result.summary_path, ranked)
@@ -208,12 +307,66 @@ def run_to_folder(
 
 
 def write_summary(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Write summary rows as CSV, atomically: leading facts, one column per check, then results."""
-    known = set(_LEADING_COLUMNS) | set(_TRAILING_COLUMNS) | {"written_at"}
+    """Write summary rows as CSV, atomically: leading facts, one column per check, the score
+    and its unit, one column per scorer extra (``energy_relaxed``, ...), then the rest
+    (``group`` with ``unique``)."""
+    known = set(_LEADING_COLUMNS) | set(_RESULT_COLUMNS) | {"written_at"}
     checks: list[str] = []
+    extras: list[str] = []
     for row in rows:
         checks.extend(k for k in row if k not in known and k not in checks)
-    write_csv(path, rows, [*_LEADING_COLUMNS, *checks, *_TRAILING_COLUMNS])
+        extras.extend(k for k in row.get("score_extras") or {} if k not in extras and k not in known)
+    grouped = any("group" in row for row in rows)
+    flat = [{**row, **(row.get("score_extras") or {})} for row in rows]
+    write_csv(path, flat, [*_LEADING_COLUMNS, *checks, "bond_length_score", "is_valid", "failed", *_SCORE_COLUMNS,
+                           *extras, *(("group",) if grouped else ()), *_TRAILING_COLUMNS])
+
+
+def rescore_rows(out: Path, rows: Sequence[dict[str, Any]], scorer: Any, rows_path: Path) -> list[dict[str, Any]]:
+    """Score the candidates of recorded rows again with ``scorer`` (None: no scores), update the
+    rows in place, rewrite or remove their ``<name>_relaxed.cif`` and append the new records
+    to ``rows_path``. Candidates whose text could not be post-processed score ``nan``, as
+    in generation. Returns the rows."""
+    import json
+    import math
+    import time
+
+    from ..scoring.result import as_score_result
+    from .pipeline import structure_text
+
+    scorable = [row for row in rows if not row.get("error")] if scorer is not None else []
+    # score everything first: an interrupted rescore leaves the folder as it was
+    details = scorer.score_details([_read_text(out / row["file"]) for row in scorable]) if scorable else []
+    results = {id(row): as_score_result(result) for row, result in zip(scorable, details)}
+    for row in rows:
+        result = results.get(id(row))
+        row.update(score=None if scorer is None else result.value if result else math.nan,
+                   score_unit=scorer.unit if scorer is not None else "",
+                   score_extras=dict(result.extras) if result else {},
+                   relaxed_file=_write_relaxed(out, row["name"], structure_text(result.structure) if result else None))
+    with open(rows_path, "a") as handle:
+        for row in rows:
+            row["written_at"] = time.time()
+            handle.write(json.dumps(row, default=str) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    return list(rows)
+
+
+def _write_relaxed(out: Path, name: str, cif: str | None) -> str:
+    """Write (or, for None, remove) ``<name>_relaxed.cif`` atomically; return its file name or ""."""
+    from ..cif.io import atomic_write_text
+
+    path = out / f"{name}_relaxed.cif"
+    if cif is None:
+        path.unlink(missing_ok=True)
+        return ""
+    atomic_write_text(path, cif)
+    return path.name
+
+
+def _read_text(path: Path) -> str:
+    return path.read_text(errors="replace")
 
 
 def write_artifacts(out: Path, strategy: Any, context: Any) -> None:

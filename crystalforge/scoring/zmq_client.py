@@ -47,6 +47,10 @@ class ZMQScorer(Scorer):
     lower_is_better: bool = attrs.field(
         default=True, metadata={"help": "whether lower scores are better (energies: true)"}
     )
+    unit: str = attrs.field(
+        default="", metadata={"help": "unit of the server's scores, shown beside them (CrystaLLM's ALIGNN server: "
+                                      "eV/atom, formation energy per atom); the protocol cannot say"},
+    )
     probe_timeout: float = attrs.field(
         default=5.0, metadata={"help": "seconds a server has to complete the ZeroMQ handshake on first use (0: no check)"},
     )

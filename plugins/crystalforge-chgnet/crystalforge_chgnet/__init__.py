@@ -12,5 +12,6 @@ def register_scorers(register):
     register(
         "chgnet",
         "crystalforge_chgnet.scorer:CHGNetScorer",
-        description="energy per atom (eV/atom) from the pretrained CHGNet potential (lower is better)",
+        description="energy per atom (eV/atom) from the pretrained CHGNet potential (lower is better); "
+                    "relax=true scores the relaxed cell and writes it beside the generated one",
     )

@@ -12,6 +12,7 @@ from typing import Any, Iterable
 
 import attrs
 
+from crystalforge.contracts import ScoreResult
 from crystalforge.errors import OptionError, ScorerError
 from crystalforge.scoring.base import Scorer
 
@@ -66,8 +67,14 @@ def _parse(cif: str) -> Any:
 
 @attrs.define
 class CHGNetScorer(Scorer):
-    """Energy per atom (eV/atom) predicted by pretrained CHGNet; ``nan`` when it cannot score."""
+    """Energy per atom (eV/atom) predicted by pretrained CHGNet; ``nan`` when it cannot score.
 
+    With ``relax`` the score is the energy of the relaxed cell, and :meth:`score_details`
+    also gives the unrelaxed energy and the relaxed structure (a run folder writes it as
+    ``<name>_relaxed.cif``).
+    """
+
+    unit = "eV/atom"  # a class constant, not an option
     relax: bool = attrs.field(default=False, metadata={"help": "relax first (quick FIRE), then score"})
     relax_steps: int = attrs.field(default=20, metadata={"help": "FIRE steps when relaxing"})
     fmax: float = attrs.field(default=0.1, metadata={"help": "force threshold (eV/A) ending relaxation"})
@@ -95,8 +102,6 @@ class CHGNetScorer(Scorer):
         if len(structure) > self.max_atoms:
             logger.info("not scoring a %d-atom cell (max_atoms=%d)", len(structure), self.max_atoms)
             return None
-        if self.relax:
-            structure = self._relax(structure)
         return structure
 
     def _relax(self, structure: Any) -> Any:
@@ -146,13 +151,28 @@ class CHGNetScorer(Scorer):
 
     def score_many(self, cifs: Iterable[str]) -> list[float]:
         """Return energy per atom for each CIF in order (``nan`` where it cannot score)."""
+        return [result.value for result in self.score_details(cifs)]
+
+    def score_details(self, cifs: Iterable[str]) -> list[ScoreResult]:
+        """Return one result per CIF in order: the energy per atom (of the relaxed cell with
+        ``relax``; ``nan`` where it cannot score) and, with ``relax``, the extras
+        ``energy_unrelaxed`` and ``energy_relaxed`` and the relaxed structure."""
         structures = [self._prepare(cif) for cif in cifs]
-        scores = [math.nan] * len(structures)
+        results = [ScoreResult(math.nan)] * len(structures)
         todo = [i for i, s in enumerate(structures) if s is not None]
-        if todo:
-            for i, value in zip(todo, self._energies([structures[i] for i in todo])):
-                scores[i] = value
-        return scores
+        if not todo:
+            return results
+        unrelaxed = dict(zip(todo, self._energies([structures[i] for i in todo])))
+        if not self.relax:
+            return [ScoreResult(unrelaxed[i]) if i in unrelaxed else result for i, result in enumerate(results)]
+        relaxed = {i: self._relax(structures[i]) for i in todo}
+        done = [i for i in todo if relaxed[i] is not None]
+        energies = dict(zip(done, self._energies([relaxed[i] for i in done]))) if done else {}
+        for i in todo:
+            energy = energies.get(i, math.nan)
+            results[i] = ScoreResult(energy, {"energy_unrelaxed": unrelaxed[i], "energy_relaxed": energy},
+                                     relaxed[i])
+        return results
 
 
 def _finite(value: Any) -> float:

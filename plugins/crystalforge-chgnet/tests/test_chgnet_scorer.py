@@ -56,10 +56,24 @@ def test_unscorable_input_is_nan(scorer, perov_cifs):
     assert math.isnan(CHGNetScorer(max_atoms=2).score(perov_cifs[0]))  # 5 atoms > 2
 
 
-def test_quick_relaxation_scores_too(perov_cifs):
-    relaxed = CHGNetScorer(relax=True, relax_steps=3)
-    value = relaxed.score(perov_cifs[0])
-    assert math.isfinite(value) and -15.0 < value < 0.0
+@pytest.mark.slow
+def test_quick_relaxation_scores_the_relaxed_cell_and_keeps_both_energies(scorer, perov_cifs):
+    from pymatgen.core import Structure
+
+    relaxing = CHGNetScorer(relax=True, relax_steps=5)
+    assert relaxing.unit == scorer.unit == "eV/atom"
+    [result, bad] = relaxing.score_details([perov_cifs[0], "garbage"])
+    assert math.isfinite(result.value) and -15.0 < result.value < 0.0
+    assert result.value == result.extras["energy_relaxed"]
+    assert result.extras["energy_unrelaxed"] == pytest.approx(scorer.score(perov_cifs[0]), abs=1e-5)
+    assert result.extras["energy_relaxed"] <= result.extras["energy_unrelaxed"] + 1e-3  # FIRE goes downhill
+    original = Structure.from_str(perov_cifs[0], fmt="cif")
+    assert isinstance(result.structure, Structure) and result.structure.composition == original.composition
+    assert result.structure.lattice != original.lattice or result.structure.frac_coords.tolist() != \
+        original.frac_coords.tolist()  # it moved
+    assert math.isnan(bad.value) and bad.structure is None
+    plain = scorer.score_details([perov_cifs[0]])[0]  # without relax: the score only
+    assert plain.extras == {} and plain.structure is None
 
 
 def test_model_is_loaded_once():
