@@ -105,12 +105,12 @@ def _plain(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _print_table(rows: list[dict[str, Any]], scored: bool) -> None:
-    header = ("#", "file", "sg asked", "sg found", "valid", *(("score",) if scored else ()), "failed checks")
+    header = ("#", "file", "Z", "sg asked", "sg found", "valid", *(("score",) if scored else ()), "failed checks")
     body = []
     for row in rows[:TABLE_ROWS]:
         score = row.get("score")
-        cells = [str(row.get("rank", "")), row.get("file", ""), row.get("spacegroup_asked") or "-",
-                 row.get("spacegroup_found") or "-", "yes" if row.get("is_valid") else "no"]
+        cells = [str(row.get("rank", "")), row.get("file", ""), str(row.get("z") or "-"),
+                 row.get("spacegroup_asked") or "-", row.get("spacegroup_found") or "-", "yes" if row.get("is_valid") else "no"]
         if scored:
             cells.append(float("nan") if score is None else score)
         failed = row.get("failed") or ""

@@ -24,7 +24,8 @@ SUMMARY = "summary.csv"
 ROWS_GLOB = "candidates*.jsonl"
 #: settings that must match for a folder to be resumed (else the names would lie)
 RESUME_SETTINGS = ("seed", "search", "search_options", "model")
-_LEADING_COLUMNS = ("rank", "name", "composition", "formula", "spacegroup_asked", "spacegroup_found", "index")
+_LEADING_COLUMNS = ("rank", "name", "composition", "formula", "spacegroup_asked", "spacegroup_found", "index",
+                    "z")
 _TRAILING_COLUMNS = ("bond_length_score", "is_valid", "failed", "score", "volume", "n_tokens", "finished",
                      "error", "file")
 
