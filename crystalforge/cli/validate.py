@@ -71,7 +71,7 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 @click.option("--check-timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="Fail a check still running after this long (0: no limit)  [default: 60, or "
                    "CRYSTALFORGE_CHECK_TIMEOUT].")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--output", "-o", "--out", "output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write one CSV row per CIF (every check, score and message).")
 @click.option("--json", "as_json", is_flag=True, help="Print results and summary as JSON.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
