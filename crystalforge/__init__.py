@@ -38,6 +38,7 @@ _LAZY: dict[str, str] = {
     "load_model": "crystalforge.model.checkpoint:load_model",
     "generate": "crystalforge.generation.api:generate",
     "Candidate": "crystalforge.generation.candidate:Candidate",
+    "FROM_STRUCTURE": "crystalforge.generation.inputs:FROM_STRUCTURE",
     # the plugin contracts (crystalforge.contracts): what a plugin of each kind implements
     "Tokenizer": "crystalforge.contracts:Tokenizer",
     "LanguageModel": "crystalforge.contracts:LanguageModel",

@@ -67,7 +67,7 @@ def test_run_uses_every_third_party_kind_by_name(bar_plugin, tmp_path):  # noqa:
     result = CliRunner().invoke(cli, [
         "run", "CaTiO3", "--spacegroup", "Pm-3m", "-n", "1", "--device", "cpu", "--seed", "0",
         "--model", "bar-model", "--model-opt", "source=default", "--tokenizer", "bar-tokenizer",
-        "--search", "bar-search", "-o", "greedy=true", "-o", "max_new_tokens=400",
+        "--search", "bar-search", "-O", "greedy=true", "-O", "max_new_tokens=400",
         "--scorer", "bar-scorer", "--validator-opt", "bar-check.max_length=10",
         "--out", str(out), "--no-progress", "--json",
     ])

@@ -307,7 +307,7 @@ def _server(script_args: list[str]) -> tuple[subprocess.Popen, int]:
 def _run(model_path, prompt_formula, port, out, timeout="5"):
     return subprocess.run(
         [sys.executable, "-m", "crystalforge", "run", prompt_formula, "--model", str(model_path),
-         "-n", "3", "--search", "puct", "-o", "num_simulations=16", "-o", "top_k=5",
+         "-n", "3", "--search", "puct", "-O", "num_simulations=16", "-O", "top_k=5",
          "--scorer", "zmq",
          "--scorer-opt", f"port={port}", "--scorer-opt", f"timeout={timeout}",
          "--scorer-opt", "max_failures=3", "--out", str(out), "--no-progress", "--device", "cpu"],

@@ -32,7 +32,7 @@ def test_cli_summary_equals_the_ranked_api_result(cf_tiny_model, plugin_manager,
     out = tmp_path / "out"
     result = invoke(plugin_manager, ["run", "CaTiO3", "NaCl", "-s", "Pm-3m", "-n", "3", "--model", str(cf_tiny_model),
                                      "--out", str(out), "--scorer", "random", "--seed", "3", "--batch-size", "4",
-                                     "--no-progress", "-o", "max_new_tokens=40"])
+                                     "--no-progress", "-O", "max_new_tokens=40"])
     assert result.exit_code == 0, result.output
     rows = read_summary(out)
     ranked = cf.generate(["CaTiO3", "NaCl"], spacegroup="Pm-3m", n=3, model=str(cf_tiny_model), scorer="random",
@@ -68,7 +68,7 @@ def test_model_by_registered_name_with_options(cf_tiny_model, plugin_manager, tm
     out = tmp_path / "o"
     result = invoke(plugin_manager, ["run", "NaCl", "-n", "1", "--model", "gpt", "--model-opt",
                                      f"path={cf_tiny_model}", "--tokenizer", "crystallm", "--out", str(out),
-                                     "--no-progress", "-o", "max_new_tokens=20"])
+                                     "--no-progress", "-O", "max_new_tokens=20"])
     assert result.exit_code == 0, result.output
     assert len(read_summary(out)) == 1
 

@@ -46,7 +46,7 @@ def test_run_spreads_n_over_the_feasible_z(cf_tiny_model, plugin_manager, tmp_pa
     out = tmp_path / "nacl"
     result = CliRunner().invoke(cli, ["run", "NaCl", "-s", "Fm-3m", "-n", "3", "--model", str(cf_tiny_model),
                                       "--out", str(out), "--device", "cpu", "--no-progress",
-                                      "-o", "max_new_tokens=30"], obj={"plugin_manager": plugin_manager})
+                                      "-O", "max_new_tokens=30"], obj={"plugin_manager": plugin_manager})
     assert result.exit_code == 0, result.output
     with open(out / "summary.csv", newline="") as handle:
         formulas = sorted(row["formula"] for row in csv.DictReader(handle))
@@ -56,7 +56,7 @@ def test_run_spreads_n_over_the_feasible_z(cf_tiny_model, plugin_manager, tmp_pa
 def test_runs_without_out_never_share_a_folder(cf_tiny_model, plugin_manager, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = ["run", "NaCl", "-n", "1", "--model", str(cf_tiny_model), "--device", "cpu", "--no-progress",
-            "-o", "max_new_tokens=20"]
+            "-O", "max_new_tokens=20"]
     first = CliRunner().invoke(cli, args, obj={"plugin_manager": plugin_manager})
     second = CliRunner().invoke(cli, [*args, "--search", "greedy"], obj={"plugin_manager": plugin_manager})
     assert first.exit_code == 0 and second.exit_code == 0, (first.output, second.output)

@@ -18,7 +18,7 @@ from crystalforge import hookimpl
 from crystalforge.cli import cli
 from crystalforge.contracts import ScoreResult
 
-FAST = ["-o", "max_new_tokens=40"]
+FAST = ["-O", "max_new_tokens=40"]
 
 
 def invoke(plugin_manager, args):
@@ -214,8 +214,8 @@ def test_run_shows_the_unit_and_writes_relaxed_files(cf_tiny_model, plugin_manag
 
 
 def test_a_tree_search_folder_cannot_be_rescored(cf_tiny_model, plugin_manager, tmp_path):
-    args = ["run", "Na1Cl1", "-s", "Pm-3m", "-n", "1", "--search", "puct", "-o", "num_simulations=2",
-            "-o", "max_new_tokens=30", "--model", str(cf_tiny_model), "--out", str(tmp_path / "t"), "--device", "cpu",
+    args = ["run", "Na1Cl1", "-s", "Pm-3m", "-n", "1", "--search", "puct", "-O", "num_simulations=2",
+            "-O", "max_new_tokens=30", "--model", str(cf_tiny_model), "--out", str(tmp_path / "t"), "--device", "cpu",
             "--no-progress", "--scorer", "random"]
     assert invoke(plugin_manager, args).exit_code == 0
     result = invoke(plugin_manager, [*args, "--scorer-opt", "seed=7", "--rescore"])
@@ -233,7 +233,7 @@ def test_cli_strings_and_python_values_are_one_setting(cf_tiny_model, plugin_man
     assert manifest(out)["settings"]["search_options"] == {"max_new_tokens": 40}
     result = invoke(plugin_manager, ["run", "Na1Cl1", "-s", "Pm-3m", "-n", "2", "--model", str(cf_tiny_model),
                                      "--out", str(out), "--device", "cpu", "--scorer", "random", "--scorer-opt",
-                                     "seed=5", "-o", "max_new_tokens=40", "--json"])
+                                     "seed=5", "-O", "max_new_tokens=40", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["resumed"] == 2
     # older manifests recorded the CLI's strings

@@ -413,7 +413,7 @@ def test_resumed_run_removes_temp_files_left_by_kill_9(cf_tiny_model, plugin_man
 
     out = tmp_path / "out"
     args = ["run", "NaCl", "-n", "1", "--model", str(cf_tiny_model), "--out", str(out), "--device", "cpu",
-            "--no-progress", "-o", "max_new_tokens=40"]
+            "--no-progress", "-O", "max_new_tokens=40"]
     assert CliRunner().invoke(cli, args, obj={"plugin_manager": plugin_manager}).exit_code == 0
     _killed_mid_write(out)
     assert any(p.name.endswith(TEMP_SUFFIX) for p in out.iterdir())

@@ -19,7 +19,7 @@ from crystalforge.cli import cli
 
 REPO = Path(__file__).resolve().parents[1]
 
-FAST = ["-o", "max_new_tokens=40"]
+FAST = ["-O", "max_new_tokens=40"]
 
 
 def invoke(plugin_manager, args):
@@ -126,8 +126,8 @@ def test_resume_after_an_interrupted_run_matches_an_uninterrupted_one(cf_tiny_mo
         (["Ca(TiO3"], "Error: cannot read composition"),
         (["CaTiO3", "-s", "Pq-9"], "Error:"),
         (["CaTiO3", "--search", "top-kk"], "Did you mean 'top-k'?"),
-        (["CaTiO3", "-o", "top_k"], "Error: -o expects KEY=VALUE"),
-        (["CaTiO3", "-o", "top_k=many"], "Error: Option 'top_k' expects int"),
+        (["CaTiO3", "-O", "top_k"], "Error: -O expects KEY=VALUE"),
+        (["CaTiO3", "-O", "top_k=many"], "Error: Option 'top_k' expects int"),
         ([], "Error: no composition given"),
     ],
 )

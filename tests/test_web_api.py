@@ -194,8 +194,8 @@ def cli_message(manager, args) -> str:
     ({"compositions": ["CaTiO3"], "spacegroup": "Pm-9m"}, ["CaTiO3", "-s", "Pm-9m"]),
     ({"compositions": ["CaTiO3"], "search": "top_k"}, ["CaTiO3", "--search", "top_k"]),
     ({"compositions": ["CaTiO3"], "scorer": "chgnt"}, ["CaTiO3", "--scorer", "chgnt"]),
-    ({"compositions": ["CaTiO3"], "search_options": {"top_k": "many"}}, ["CaTiO3", "-o", "top_k=many"]),
-    ({"compositions": ["CaTiO3"], "search_options": {"topk": 3}}, ["CaTiO3", "-o", "topk=3"]),
+    ({"compositions": ["CaTiO3"], "search_options": {"top_k": "many"}}, ["CaTiO3", "-O", "top_k=many"]),
+    ({"compositions": ["CaTiO3"], "search_options": {"topk": 3}}, ["CaTiO3", "-O", "topk=3"]),
     ({"compositions": ["CaTiO3"], "require": ["no_such_check"]}, ["CaTiO3", "--require", "no_such_check"]),
 ])
 def test_bad_input_gives_the_cli_message(tmp_path, model, manager, body, args):

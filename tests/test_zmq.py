@@ -183,7 +183,7 @@ def test_cli_serve_bad_input_is_one_line(plugin_manager):
     result = runner.invoke(cli, ["scorer", "serve", "--scorer", "randon"], obj=obj)
     assert result.exit_code == 1 and "Unknown scorer 'randon'" in result.output
     assert "Traceback" not in result.output
-    result = runner.invoke(cli, ["scorer", "serve", "--scorer", "random", "-o", "seed"], obj=obj)
+    result = runner.invoke(cli, ["scorer", "serve", "--scorer", "random", "--scorer-opt", "seed"], obj=obj)
     assert result.exit_code == 1 and "is not KEY=VALUE" in result.output
     with ScorerServer(RandomScorer(), port=0) as busy:
         result = runner.invoke(cli, ["scorer", "serve", "--scorer", "random", "--port", str(busy.port)], obj=obj)
@@ -220,7 +220,7 @@ def start_server_process(*args: str) -> tuple[subprocess.Popen, int]:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_cli_serve_process_answers_and_stops_on_signal(sig):
-    proc, port = start_server_process("--scorer", "random", "-o", "seed=5")
+    proc, port = start_server_process("--scorer", "random", "--scorer-opt", "seed=5")
     try:
         client = ZMQScorer(port=port, timeout=10)
         assert client.score("some cif") == RandomScorer(seed=5).score("some cif")

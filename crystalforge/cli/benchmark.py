@@ -17,7 +17,7 @@ from . import get_plugin_manager
               help="Score CIFs generated elsewhere (<id>/<k>.cif or <id>__<k>.cif) instead of generating.")
 @click.option("--model", "model_path", default=None, help="Checkpoint file or folder (default: embedded model).")
 @click.option("--search", default="top-k", show_default=True, help="Search strategy.")
-@click.option("--search-opt", "search_opts", multiple=True, metavar="KEY=VALUE",
+@click.option("-O", "--search-opt", "search_opts", multiple=True, metavar="KEY=VALUE",
               help="Search strategy option (repeatable).")
 @click.option("-n", "n", type=int, default=20, show_default=True, help="Candidates per reference.")
 @click.option("--with-spacegroup/--no-spacegroup", default=False, show_default=True,
@@ -29,7 +29,7 @@ from . import get_plugin_manager
 @click.option("-j", "--workers", type=int, default=1, show_default=True, help="Worker processes for matching.")
 @click.option("--device", default="auto", show_default=True, help="Torch device for generation: auto, cpu, cuda, ...")
 @click.option("--batch-size", type=int, default=None, help="Samples decoded together (default: the API's).")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+@click.option("-o", "--out", "--output", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Save references, prompts, candidates, matches.csv and report.json here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--no-progress", "--quiet", "quiet", is_flag=True, help="Hide the progress bars.")
@@ -59,7 +59,7 @@ def benchmark(ctx: click.Context, references: Path, generated: Path | None, mode
     if workers < 1:
         raise OptionError(f"--workers must be at least 1, got {workers}")
     manager = get_plugin_manager(ctx)
-    options = parse_pairs(search_opts, "--search-opt")
+    options = parse_pairs(search_opts, "-O")
     if generated is None:
         component = manager.registry("search").get(search)  # unknown names fail before any work
         component.convert_options(options)

@@ -17,7 +17,7 @@ MAX_FAILURES_SHOWN = 20
 @click.argument("composition")
 @click.option("--spacegroup", "-s", default=None, help="Space group: H-M symbol or number 1-230.")
 @click.option("--z", "z", type=int, default=None, help="Formula units per cell (multiplies the formula).")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--output", "-o", "--out", "output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the prompt to this file instead of standard output.")
 def prompt(composition: str, spacegroup: str | None, z: int | None, output: Path | None) -> None:
     """Print the generation prompt for a COMPOSITION.
@@ -26,7 +26,8 @@ def prompt(composition: str, spacegroup: str | None, z: int | None, output: Path
     Examples:
       crystalforge prompt CaTiO3
       crystalforge prompt CaTiO3 --spacegroup Pm-3m
-      crystalforge prompt NaCl --spacegroup 225 --z 4 -o prompt.txt
+      crystalforge prompt SrTiO3 --spacegroup 221 --z 2 -o prompt.txt
+      crystalforge run --prompts prompt.txt -n 10
     """
     from ..cif.io import atomic_write_text
     from ..cif.prompt import make_prompt

@@ -13,7 +13,7 @@ from ..evaluation.embeddings import KINDS, METHODS
 @click.command()
 @click.argument("model")
 @click.option("--kind", type=click.Choice(KINDS), default="atom", show_default=True, help="Which tokens.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+@click.option("-o", "--output", "--out", "output", type=click.Path(path_type=Path), required=True,
               help="CSV to write (token, v0..vN).")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
               help="Also write a 2-D plot (PNG).")

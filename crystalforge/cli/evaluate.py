@@ -12,11 +12,11 @@ from . import get_plugin_manager
 
 @click.command()
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+@click.option("-o", "--output", "--out", "output", type=click.Path(path_type=Path), default=None,
               help="Write one row per CIF to this CSV.")
 @click.option("--plots", "plots_dir", type=click.Path(path_type=Path), default=None,
               help="Write PNG plots into this folder.")
-@click.option("--require", multiple=True, help="Also require this validator for validity (repeatable).")
+@click.option("--require", "-r", multiple=True, help="Also require this validator for validity (repeatable).")
 @click.option("-j", "--workers", type=int, default=1, show_default=True, help="Worker processes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--no-progress", "--quiet", "quiet", is_flag=True, help="Hide the progress bar.")

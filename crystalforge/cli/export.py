@@ -12,7 +12,7 @@ import click
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="IN...")
 @click.option("--format", "fmt", type=click.Choice(["poscar", "extxyz", "cif"]), default="poscar",
               show_default=True, help="Output format.")
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("exported"),
+@click.option("-o", "--out", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("exported"),
               show_default=True, help="Output folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def export(inputs: tuple[Path, ...], fmt: str, out_dir: Path, as_json: bool) -> None:

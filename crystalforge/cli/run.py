@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,8 @@ TABLE_ROWS = 20
 @click.option("--z", type=int, default=None, help="Formula units per cell (prompt formula = reduced x Z).")
 @click.option("-n", "n", type=click.IntRange(min=1), default=10, show_default=True, help="Candidates per prompt.")
 @click.option("--search", default="top-k", show_default=True, help="Search strategy (crystalforge list search).")
-@click.option("-o", "--search-opt", "search_opts", multiple=True, metavar="KEY=VALUE",
-              help="Search strategy option, e.g. -o top_k=5 -o constrain=both.")
+@click.option("-O", "--search-opt", "search_opts", multiple=True, metavar="KEY=VALUE",
+              help="Search strategy option, e.g. -O top_k=5 -O constrain=both.")
 @click.option("--scorer", default=None, help="Scorer to rank by (crystalforge list scorer).")
 @click.option("--scorer-opt", "scorer_opts", multiple=True, metavar="KEY=VALUE", help="Scorer option.")
 @click.option("--model", "model_path", default=None, metavar="NAME_OR_PATH",
@@ -34,17 +35,18 @@ TABLE_ROWS = 20
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
               help="Model dtype (default float32).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("-o", "--out", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output folder; rerunning into it resumes it [default: a new folder under generated/ "
                    "named from the time and compositions].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--prompts", "prompts_path", type=click.Path(path_type=Path), default=None,
-              help="File of 'COMPOSITION [SPACEGROUP]' lines, or a folder/tar of prompt texts.")
+              help="File of 'COMPOSITION [SPACEGROUP]' lines, a prompt file (crystalforge prompt -o), "
+                   "or a folder/tar of prompt texts.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
               help="Samples decoded together.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--workers", "-j", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes validating candidates.")
-@click.option("--require", multiple=True, metavar="CHECK", help="Extra check that must pass for validity.")
+@click.option("--require", "-r", multiple=True, metavar="CHECK", help="Extra check that must pass for validity.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--rescore", is_flag=True,
@@ -67,19 +69,20 @@ def run(ctx: click.Context, compositions: tuple[str, ...], spacegroup: str | Non
     \b
     Examples:
       crystalforge run CaTiO3 --spacegroup Pm-3m -n 10
-      crystalforge run Na2Cl2 KBr -n 20 --search top-p -o top_p=0.95 --out results
-      crystalforge run LiFePO4 -n 50 --scorer zmq --scorer-opt port=5555
+      crystalforge run SrTiO3 BaZrO3 -n 20 --search top-p -O top_p=0.95 -o results
+      crystalforge run C8 -s Fd-3m -n 50 --scorer zmq --scorer-opt port=5555
       torchrun --nproc_per_node=4 -m crystalforge run --prompts prompts.txt -n 100 --device cuda
     """
     from ..generation.api import generate
     from ..generation.runfolder import new_run_folder
 
+    _refuse_option_as_folder(out_dir)
     if out_dir is None:
         label = "-".join(compositions[:3]) or (prompts_path.stem if prompts_path else "run")
         out_dir = new_run_folder("generated", label + ("-etc" if len(compositions) > 3 else ""))
     result = generate(
         list(compositions), spacegroup=spacegroup, n=n, search=search, scorer=scorer, model=model_path, seed=seed,
-        z=z, search_options=parse_pairs(search_opts, "-o"), scorer_options=parse_pairs(scorer_opts, "--scorer-opt"),
+        z=z, search_options=parse_pairs(search_opts, "-O"), scorer_options=parse_pairs(scorer_opts, "--scorer-opt"),
         device=device, batch_size=batch_size, plugin_manager=get_plugin_manager(ctx), require=require,
         progress=not no_progress and not as_json, workers=workers, dtype=dtype, prompts=prompts_path,
         out=out_dir, tokenizer=tokenizer, model_options=parse_pairs(model_opts, "--model-opt"),
@@ -105,6 +108,13 @@ def run(ctx: click.Context, compositions: tuple[str, ...], spacegroup: str | Non
     )
 
 
+def _refuse_option_as_folder(out_dir: Path | None) -> None:
+    """Stop ``-o top_k=5`` (a search option before -o meant --out) from naming a folder."""
+    if out_dir is not None and not out_dir.exists() and re.fullmatch(r"[A-Za-z_]\w*=.*", out_dir.name):
+        raise click.UsageError(f"-o/--out names the output folder; {out_dir.name!r} looks like a search "
+                               f"option: write -O {out_dir.name} (--search-opt)")
+
+
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
     """Return the row with NaN as None (strict JSON) and without bookkeeping fields."""
     def plain(value: Any) -> Any:
@@ -117,13 +127,13 @@ def _plain(row: dict[str, Any]) -> dict[str, Any]:
 
 def _print_table(rows: list[dict[str, Any]], scored: bool, unit: str | None = None, grouped: bool = False) -> None:
     score_header = f"score ({unit})" if unit else "score"
-    header = ("#", *(("group",) if grouped else ()), "file", "sg asked", "sg found", "valid",
+    header = ("#", *(("group",) if grouped else ()), "file", "Z", "sg asked", "sg found", "valid",
               *((score_header,) if scored else ()), "failed checks")
     body = []
     for row in rows[:TABLE_ROWS]:
         score = row.get("score")
         cells = [str(row.get("rank", "")), *((str(row.get("group", "")),) if grouped else ()), row.get("file", ""),
-                 row.get("spacegroup_asked") or "-", row.get("spacegroup_found") or "-",
+                 str(row.get("z") or "-"), row.get("spacegroup_asked") or "-", row.get("spacegroup_found") or "-",
                  "yes" if row.get("is_valid") else "no"]
         if scored:
             cells.append(float("nan") if score is None else score)

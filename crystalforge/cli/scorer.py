@@ -21,7 +21,7 @@ def scorer() -> None:
     \b
     Examples:
       crystalforge scorer serve --scorer chgnet --port 5555
-      crystalforge scorer score out/*.cif --scorer zmq -o port=5555
+      crystalforge scorer score out/*.cif --scorer zmq --scorer-opt port=5555
     """
 
 
@@ -31,8 +31,8 @@ def scorer() -> None:
               help="Interface to bind (0.0.0.0 exposes it to the network).")
 @click.option("--port", default=5555, show_default=True, type=click.IntRange(0, 65535),
               help="TCP port (0: any free port, printed at start).")
-@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
-              help="Scorer option (repeatable).")
+@click.option("--scorer-opt", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="Scorer option (repeatable), as run's --scorer-opt.")
 @click.option("--max-bytes", default=10_000_000, show_default=True, type=click.IntRange(1),
               help="Largest request accepted; larger ones are answered nan.")
 @click.pass_context
@@ -45,13 +45,13 @@ def serve(ctx: click.Context, scorer_name: str, host: str, port: int,
 
     \b
     Examples:
-      crystalforge scorer serve --scorer random -o seed=1
-      crystalforge scorer serve --scorer chgnet --port 5555 -o relax=true
+      crystalforge scorer serve --scorer random --scorer-opt seed=1
+      crystalforge scorer serve --scorer chgnet --port 5555 --scorer-opt relax=true
     """
     from ..scoring.server import ScorerServer
 
     registry = get_plugin_manager(ctx).registry("scorer")
-    instance = registry.create(scorer_name, **parse_pairs(options, "-o"))
+    instance = registry.create(scorer_name, **parse_pairs(options, "--scorer-opt"))
     server = ScorerServer(instance, host=host, port=port, max_bytes=max_bytes)
 
     def stop(signum: int, frame: Any) -> None:
@@ -78,8 +78,8 @@ def serve(ctx: click.Context, scorer_name: str, host: str, port: int,
 @scorer.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--scorer", "scorer_name", required=True, help="Registered scorer to use.")
-@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
-              help="Scorer option (repeatable).")
+@click.option("--scorer-opt", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="Scorer option (repeatable), as run's --scorer-opt.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
 def score(ctx: click.Context, paths: tuple[str, ...], scorer_name: str,
@@ -89,12 +89,12 @@ def score(ctx: click.Context, paths: tuple[str, ...], scorer_name: str,
     \b
     Examples:
       crystalforge scorer score generated/ --scorer chgnet
-      crystalforge scorer score a.cif b.cif --scorer zmq -o port=5555 --json
+      crystalforge scorer score a.cif b.cif --scorer zmq --scorer-opt port=5555 --json
     """
     from ..cif.io import iter_cifs
 
     registry = get_plugin_manager(ctx).registry("scorer")
-    instance = registry.create(scorer_name, **parse_pairs(options, "-o"))
+    instance = registry.create(scorer_name, **parse_pairs(options, "--scorer-opt"))
     rows = []
     try:
         for path in paths:

@@ -71,7 +71,7 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 @click.option("--check-timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="Fail a check still running after this long (0: no limit)  [default: 60, or "
                    "CRYSTALFORGE_CHECK_TIMEOUT].")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--output", "-o", "--out", "output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write one CSV row per CIF (every check, score and message).")
 @click.option("--json", "as_json", is_flag=True, help="Print results and summary as JSON.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
@@ -105,30 +105,92 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], require: tuple[str, ..
     backstop = None if timeout is None else timeout * (len(built) + 1) + 60
     check_names = [name for name, _, _ in built]
     items: list[tuple[str, str]] = []
+    unreadable: dict[int, str] = {}  # item position -> why it is not a CIF (not validated)
     for path in paths:
-        items.extend(iter_cifs(path))
+        for name, text in iter_cifs(path):
+            reason = not_a_cif_reason(text, path)
+            if reason is not None:
+                unreadable[len(items)] = reason
+            items.append((name, text))
+    checked = [item for position, item in enumerate(items) if position not in unreadable]
+    outcomes = iter(imap_progress(_validate_item, ((text, tuple(require)) for _, text in checked),
+                                  workers=max(1, workers or default_workers()), total=len(checked),
+                                  description="validating", progress=not no_progress,
+                                  crash_label="the CIF parser", timeout=backstop))
     rows: list[dict[str, Any]] = []
-    outcomes = imap_progress(_validate_item, ((text, tuple(require)) for _, text in items), workers=max(1, workers or default_workers()),
-                             total=len(items), description="validating", progress=not no_progress,
-                             crash_label="the CIF parser", timeout=backstop)
-    for (name, _), (ok, value) in zip(items, outcomes):
+    for position, (name, _) in enumerate(items):
+        if position in unreadable:
+            rows.append({"name": name, "is_valid": False, "error": unreadable[position]})
+            continue
+        ok, value = next(outcomes)
         if ok:
             rows.append({"name": name, **value})
         else:  # run_checks never raises; this is a worker crash
             rows.append({"name": name, "is_valid": False, "error": str(value)})
     summary = summarize(rows, check_names)
+    summary["not_cifs"] = len(unreadable)
     if output is not None:
         _write_csv(output, rows)
     if as_json:
         click.echo(json.dumps({"summary": summary, "results": rows}, indent=2, default=str))
-        return
-    if len(rows) <= 50:
-        for row in rows:
-            failed = [n for n in check_names if row.get(n) is False]
-            verdict = "valid" if row.get("is_valid") else "invalid"
-            detail = "; ".join(f"{n}: {row.get(f'{n}_message', '')}" for n in failed) or row.get("error", "")
-            click.echo(f"{row['name']}: {verdict}" + (f" ({detail})" if detail else ""))
-    click.echo(_summary_text(summary, output))
+    else:
+        for position, row in enumerate(rows):
+            if position in unreadable:
+                click.echo(f"{row['name']}: {unreadable[position]}")
+            elif len(rows) <= 50:
+                failed = [n for n in check_names if row.get(n) is False]
+                verdict = "valid" if row.get("is_valid") else "invalid"
+                detail = "; ".join(f"{n}: {row.get(f'{n}_message', '')}" for n in failed) or row.get("error", "")
+                click.echo(f"{row['name']}: {verdict}" + (f" ({detail})" if detail else ""))
+        click.echo(_summary_text(summary, output))
+    if unreadable:
+        ctx.exit(1)  # a file that is not a CIF is a mistake in the input, not an invalid structure
+
+
+def not_a_cif_reason(text: str, source: Path) -> str | None:
+    """Return why ``text`` (read from ``source``) is not a CIF at all, or None when it may be one.
+
+    Such a file is named once with the reason instead of failing every check.
+    """
+    import re
+
+    if not text.strip():
+        if source.is_file() and source_is_single_cif(source):
+            from ..cif.io import read_text_file
+            from ..errors import CIFError
+
+            try:
+                read_text_file(source)
+            except CIFError as exc:
+                return f"not a CIF: {str(exc).removeprefix(f'{source}: ').removesuffix(', not a CIF')}"
+        return "not a CIF: empty, binary or unreadable"
+    if re.search(r"^[ \t]*data_", text, re.MULTILINE):
+        return None
+    if _reads_as_poscar(text):
+        return ("not a CIF but a VASP POSCAR: convert it first, e.g. "
+                "pymatgen's Structure.from_file('POSCAR').to(filename='x.cif')")
+    return "not a CIF: no data_ block"
+
+
+def source_is_single_cif(path: Path) -> bool:
+    """Return whether ``path`` is read as one CIF file (not a folder, archive or table)."""
+    from ..cif.io import source_kind
+
+    return source_kind(path) == "cif"
+
+
+def _reads_as_poscar(text: str) -> bool:
+    import warnings
+
+    from pymatgen.io.vasp import Poscar
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            Poscar.from_str(text)
+    except Exception:  # noqa: BLE001 - any failure means "not a POSCAR"
+        return False
+    return True
 
 
 def _summary_text(summary: dict[str, Any], output: Path | None) -> str:
@@ -137,6 +199,8 @@ def _summary_text(summary: dict[str, Any], output: Path | None) -> str:
     bond = summary.get("bond_length_score")
     if bond:
         parts.append(f"bond-length score {bond['mean']:.3f} +- {bond['sd']:.3f}")
+    if summary.get("not_cifs"):
+        parts.append(f"{summary['not_cifs']} file(s) not CIFs")
     text = "; ".join(parts)
     if output is not None:
         text += f"; report in {output}"

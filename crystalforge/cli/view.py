@@ -9,7 +9,7 @@ import click
 
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("-o", "--out", "--output", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="HTML file to write [default: crystalforge-view.html].")
 def view(files: tuple[Path, ...], out_path: Path | None) -> None:
     """Write an offline HTML page showing CIF files in 3D with their validity checks.

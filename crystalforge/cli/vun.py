@@ -12,7 +12,7 @@ import click
 @click.argument("generated", type=click.Path(path_type=Path))
 @click.option("--train", type=click.Path(path_type=Path), default=None,
               help="Training set (CSV, folder or .tar.gz) for novelty; without it all count as novel.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+@click.option("-o", "--output", "--out", "output", type=click.Path(path_type=Path), default=None,
               help="Write one row per generated CIF to this CSV.")
 @click.option("-j", "--workers", type=int, default=1, show_default=True, help="Worker processes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")

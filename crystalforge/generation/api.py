@@ -23,8 +23,8 @@ class Candidates(list):
 
 
 def generate(
-    composition: str | Sequence[str] | None = None,
-    spacegroup: str | int | None = None,
+    composition: Any = None,
+    spacegroup: str | int | Sequence[str | int | None] | None = None,
     n: int = 10,
     search: str = "top-k",
     scorer: Any = None,
@@ -54,8 +54,13 @@ def generate(
     """Generate ``n`` candidate structures per composition, validated, scored and ranked.
 
     Args:
-        composition: a formula (reduced ``"CaTiO3"`` or cell ``"Ca2Ti2O6"``) or a list of them.
-        spacegroup: a space-group symbol or number for every composition, or None.
+        composition: a formula (reduced ``"CaTiO3"`` or cell ``"Ca2Ti2O6"``), a pymatgen
+            ``Composition`` or ``Structure`` (its composition), element counts
+            (``{"Ca": 1, "Ti": 1, "O": 3}``), or a list mixing these.
+        spacegroup: a space-group symbol or number for every composition; a list with one
+            per composition (None items: no space group); ``"from-structure"``
+            (:data:`crystalforge.FROM_STRUCTURE`): each Structure's own space group, the
+            formula then being that of its conventional cell; or None.
         n: candidates per composition.
         search: a registered search strategy (``crystalforge list search``).
         scorer: a registered scorer name (built and closed here), a scorer object (the
@@ -98,7 +103,9 @@ def generate(
         raised. With ``out``, ``result.run`` holds the folder's ranked rows and paths.
 
     Raises:
-        CompositionError, SpaceGroupError: a bad composition or space group (before any work).
+        CompositionError, SpaceGroupError: a bad composition or space group, an input of
+            another type, or a space-group list whose length is not the compositions' (before
+            any work; the message is the CLI's for the same formula).
         UnknownComponentError, OptionError: a bad component, option or check name.
         CheckpointError: the model cannot be loaded.
         ConfigError: ``out`` holds a run made with other settings (``rescore`` allows
@@ -107,7 +114,8 @@ def generate(
     from ..errors import CompositionError, OptionError
     from .components import resolve_device
     from .pipeline import make_pipeline
-    from .prompts import dedupe_specs, make_specs, read_prompts, spec_count
+    from .inputs import same_spacegroup_for_all
+    from .prompts import dedupe_specs, read_prompts, spec_count
     from .ranking import rank_candidates, scorer_lower_is_better
 
     if n < 1:
@@ -115,9 +123,9 @@ def generate(
     if rescore and out is None:
         raise OptionError("rescore needs a run folder to rescore (out=..., --out)")
     # every input is checked before the model is loaded
-    specs = make_specs(composition, spacegroup, z) if composition else []
+    specs = _specs_of_inputs(composition, spacegroup, z)
     if prompts is not None:
-        specs += read_prompts(prompts, spacegroup, z)
+        specs += read_prompts(prompts, spacegroup if same_spacegroup_for_all(spacegroup) else None, z)
     if not specs:
         raise CompositionError("no composition given: name one (e.g. CaTiO3) or pass a prompts file")
     specs = dedupe_specs(specs)
@@ -147,6 +155,22 @@ def generate(
         for candidate, group in zip(ranked, group_ids([c.structure for c in ranked])):
             candidate.group = group
     return Candidates(ranked)
+
+
+def _specs_of_inputs(composition: Any, spacegroup: Any, z: int | None) -> list:
+    """Return the prompt specs of ``generate``'s compositions (strings, pymatgen objects,
+    element counts; see :mod:`.inputs`), none when no composition is given."""
+    from collections.abc import Mapping as MappingABC
+
+    from .inputs import composition_targets
+    from .prompts import make_specs
+
+    if composition is None or (isinstance(composition, (str, list, tuple, MappingABC)) and not composition):
+        return []
+    specs = []
+    for formula, group in composition_targets(composition, spacegroup):
+        specs.extend(make_specs(formula, group, z))
+    return specs
 
 
 def _generate_to_folder(specs, n: int, out: Path, device: str, settings: dict, on_chunk=None, *,

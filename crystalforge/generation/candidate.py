@@ -69,7 +69,30 @@ class Candidate:
 
             self.name = candidate_stem(self.formula, self.spacegroup, self.index)
 
+    def __repr__(self) -> str:
+        """``<Candidate CaTiO3 Pm-3m Z=1 valid score=-1.23 eV/atom>``: what was asked, how it went."""
+        verdict = "unchecked" if self.report is None else ("valid" if self.is_valid else "invalid")
+        parts = [self.composition, self.spacegroup or "any-sg"]
+        if self.z is not None:
+            parts.append(f"Z={self.z}")
+        parts.append(verdict)
+        if self.score is not None:
+            unit = getattr(self, "score_unit", None)
+            parts.append(f"score={self.score:.4g}" + (f" {unit}" if unit else ""))
+        return f"<Candidate {' '.join(parts)}>"
+
     # -- derived facts ---------------------------------------------------------------------
+    @property
+    def z(self) -> int | None:
+        """Formula units in the prompt's cell (its formula over the reduced one), or None."""
+        from ..cif.extract import parse_composition
+
+        try:
+            _, factor = parse_composition(self.formula).get_reduced_composition_and_factor()
+        except Exception:  # noqa: BLE001 - a formula read from a hand-written prompt may be odd
+            return None
+        return int(factor) if factor and float(factor).is_integer() else None
+
     @property
     def text(self) -> str:
         """The best text available: the post-processed CIF, else the raw generation."""
@@ -191,6 +214,7 @@ class Candidate:
             "composition": self.composition,
             "formula": self.formula,
             "index": self.index,
+            "z": self.z,
             "spacegroup_asked": self.spacegroup or "",
             "spacegroup_found": self.spacegroup_found or "",
         }

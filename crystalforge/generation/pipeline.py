@@ -83,6 +83,7 @@ class Pipeline:
         takes_indices = accepts_indices(self.strategy)
         items = [(spec, int(i)) for spec, indices in work for i in indices]
         step = max(1, self.batch_size) if takes_indices else None
+        valid_so_far = 0  # the bar shows every valid candidate of this run, not the last chunk's
         for chunk in _chunks(items, step):
             self._judged.clear()
             samples = self._generate(chunk, generator, takes_indices)
@@ -92,7 +93,8 @@ class Pipeline:
             self._judged.clear()
             if progress_bar is not None:
                 progress_bar.update(len(candidates))
-                progress_bar.set_postfix(valid=sum(c.is_valid for c in candidates), refresh=False)
+                valid_so_far += sum(c.is_valid for c in candidates)
+                progress_bar.set_postfix(valid=valid_so_far, refresh=False)
             yield candidates
 
     def _generate(self, chunk, generator, takes_indices):

@@ -182,11 +182,26 @@ def spec_from_prompt_text(text: str, name: str) -> PromptSpec:
                       key=safe_name(Path(name).name.split(".")[0] or formula))
 
 
+def _spec_of_prompt_file(path: Path, text: str) -> PromptSpec:
+    """Return the spec of a file holding one ready-made prompt (what ``crystalforge prompt -o``
+    writes), its candidates named like those of the composition it was made from."""
+    spec = spec_from_prompt_text(text, path.name)
+    if spec.spacegroup is not None:
+        from ..cif.extract import normalize_space_group
+
+        try:
+            normalize_space_group(spec.spacegroup)
+        except CrystalforgeError as exc:
+            raise SpaceGroupError(f"{path.name}: {exc}") from None
+    return attrs.evolve(spec, key=spec_key(spec.formula, spec.spacegroup))
+
+
 def read_prompts(path: str | os.PathLike, spacegroup: str | None = None, z: int | None = None) -> list[PromptSpec]:
     """Return the prompt specs of a prompts file, folder or tar archive.
 
     A text file holds one ``COMPOSITION [SPACEGROUP]`` per line (blank lines and ``#``
-    comments skipped; ``spacegroup`` is the default for lines without one). A folder or
+    comments skipped; ``spacegroup`` is the default for lines without one), or is one
+    ready-made prompt (it starts with a ``data_`` line, as ``crystalforge prompt -o`` writes). A folder or
     tar archive holds one ready-made prompt text per file, named after the file.
 
     Raises:
@@ -211,6 +226,8 @@ def read_prompts(path: str | os.PathLike, spacegroup: str | None = None, z: int 
         lines = p.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{p}: cannot read prompts file ({exc})") from None
+    if next((line.strip() for line in lines if line.strip()), "").startswith("data_"):
+        return [_spec_of_prompt_file(p, "\n".join(lines))]
     specs = []
     for number, line in enumerate(lines, 1):
         fields = line.split("#", 1)[0].split()

@@ -34,7 +34,8 @@ RESUME_SETTINGS = ("seed", "search", "search_options", "model", "model_options",
                    "validate", "require", "validator_options", "scorer", "scorer_options")
 #: the settings ``rescore`` may change: they decide the scores only, not the candidates
 SCORER_SETTINGS = ("scorer", "scorer_options")
-_LEADING_COLUMNS = ("rank", "name", "composition", "formula", "spacegroup_asked", "spacegroup_found", "index")
+_LEADING_COLUMNS = ("rank", "name", "composition", "formula", "spacegroup_asked", "spacegroup_found", "index",
+                    "z")
 _SCORE_COLUMNS = ("score", "score_unit")
 _TRAILING_COLUMNS = ("volume", "n_tokens", "finished", "error", "file", "relaxed_file")
 _RESULT_COLUMNS = ("bond_length_score", "is_valid", "failed", *_SCORE_COLUMNS, "score_extras", "group",

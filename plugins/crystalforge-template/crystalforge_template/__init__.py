@@ -22,7 +22,8 @@ class MinDistance:
     """No two atoms closer than ``min_distance`` Angstrom (periodic images included).
 
     Options are the attrs fields: their type, default and ``metadata["help"]`` are what
-    ``crystalforge list validator`` shows and what ``-o key=value`` converts to.
+    ``crystalforge list validator`` shows and what
+    ``--validator-opt template_min_distance.min_distance=1.2`` converts to.
     """
 
     min_distance: float = attrs.field(
