@@ -18,6 +18,9 @@ DiffCSP); ``--spacegroup`` adds a space group to every prompt. Without compositi
 first ten Perov-5 test compositions with ``Z = 1`` (5-atom cells) are used, in the order of
 CrystaLLM's ``resources/benchmarks/perov_5/test.csv``.
 
+The table also gives the median energy of each side's valid candidates (top-k's at equal
+tokens): whether the tree shifts what it generates, not only its best draw.
+
 Verdict per budget: PUCT passes when its best candidate is valid and at least as low in
 energy as top-k's best in ``--need`` (8) of the compositions, and the mean best energy
 (over compositions where both found a valid scored candidate) is lower.
@@ -89,6 +92,12 @@ def warm_up_cif() -> str:
     return str(CifWriter(structure))
 
 
+def median_valid(judged: list[tuple[bool, float]]) -> float:
+    """Return the median finite score of the valid candidates (nan when there is none)."""
+    scores = [s for valid, s in judged if valid and math.isfinite(s)]
+    return statistics.median(scores) if scores else math.nan
+
+
 def best_of(judged: list[tuple[bool, float]], lower: bool) -> float:
     """Return the best finite score among valid candidates (nan when there is none)."""
     scores = [s for valid, s in judged if valid and math.isfinite(s)]
@@ -112,7 +121,7 @@ def run_puct(args, model, counter, tokenizer, prompt, scorer, manager):
     distinct = {r["cif"]: (bool(r["is_valid"]), float(r["score"])) for r in rows}
     return {"seconds": seconds, "tokens": counter.tokens, "calls": counter.calls, "rollouts": len(rows),
             "distinct": len(distinct), "valid": sum(v for v, _ in distinct.values()),
-            "best": best_of(list(distinct.values()), args.lower)}
+            "best": best_of(list(distinct.values()), args.lower), "median": median_valid(list(distinct.values()))}
 
 
 def run_topk(args, model, counter, tokenizer, prompt, scorer, manager, wall_budget, token_budget):
@@ -148,7 +157,8 @@ def run_topk(args, model, counter, tokenizer, prompt, scorer, manager, wall_budg
             "n_tokens": at_tokens + 1, "best_wall": best_of(within(at_wall), args.lower),
             "best_tokens": best_of(within(at_tokens), args.lower), "drawn": drawn,
             "total_seconds": timeline[-1][0], "total_tokens": timeline[-1][1],
-            "valid_wall": sum(v for v, _ in within(at_wall)), "valid_tokens": sum(v for v, _ in within(at_tokens))}
+            "valid_wall": sum(v for v, _ in within(at_wall)), "valid_tokens": sum(v for v, _ in within(at_tokens)),
+            "median_tokens": median_valid(within(at_tokens))}
 
 
 def no_worse(puct: float, topk: float, lower: bool) -> bool:
@@ -221,12 +231,12 @@ def main(argv: list[str] | None = None) -> int:
         row = (composition, f"{topk['best_wall']:.4f}", f"{topk['best_tokens']:.4f}", f"{puct['best']:.4f}",
                f"{puct['valid']}/{puct['distinct']}", f"{puct['seconds']:.0f}", f"{topk['seconds']:.0f}",
                puct["tokens"], topk["tokens"], f"{topk['valid_wall']}/{topk['n_wall']}",
-               f"{topk['valid_tokens']}/{topk['n_tokens']}")
+               f"{topk['valid_tokens']}/{topk['n_tokens']}", f"{puct['median']:.4f}", f"{topk['median_tokens']:.4f}")
         rows.append(row)
         print("  ".join(str(x) for x in row), file=sys.stderr, flush=True)
     header = ("composition", "top-k best (=wall)", "top-k best (=tokens)", "PUCT best", "PUCT valid/distinct",
               "PUCT s", "top-k s", "PUCT fwd tokens", "top-k fwd tokens", "top-k valid/n (=wall)",
-              "top-k valid/n (=tokens)")
+              "top-k valid/n (=tokens)", "PUCT median valid", "top-k median valid (=tokens)")
     print("\n".join(format_table(header, rows)))
     ok_wall = verdict("equal wall time", wall_pairs, args.lower, args.need)
     ok_tokens = verdict("equal forward tokens", token_pairs, args.lower, args.need)
