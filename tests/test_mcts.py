@@ -184,19 +184,21 @@ def test_reward_direction_follows_the_scorer():
         model = RewardModel(k=2.0, lower_is_better=lower)
         for value in (-5.0, -3.0, -1.0, 1.0, 3.0, 5.0):
             model.observe(value)
-        good = model.reward(True, 1.0, better)
-        bad = model.reward(True, 1.0, worse)
+        good = model.reward(True, better)
+        bad = model.reward(True, worse)
         assert 0 < bad < good < 1
 
 
-def test_reward_penalises_invalid_by_bond_shortfall():
+def test_reward_gives_invalid_candidates_nothing():
     model = RewardModel()
-    assert model.reward(False, None, math.nan) == -1.0  # unparsable
-    assert model.reward(False, 0.2, math.nan) == pytest.approx(-0.8)
-    assert model.reward(False, 0.9, math.nan) == pytest.approx(-0.1)
-    assert model.reward(False, 1.0, math.nan) == pytest.approx(-0.05)  # invalid for other reasons
-    assert model.reward(True, 1.0, math.nan) == 0.5  # valid, scorer failed: neutral
-    assert model.reward(True, 1.0, None, has_scorer=False) == 1.0
+    for value in (-5.0, -3.0, -1.0):
+        model.observe(value)
+    assert model.reward(False, math.nan) == 0.0  # unparsable or invalid
+    assert model.reward(False, -100.0) == 0.0  # an invalid candidate's score never counts
+    assert model.reward(True, math.nan) == 0.5  # valid, scorer failed: neutral
+    assert model.reward(True, None, has_scorer=False) == 1.0
+    # valid rewards stay in (0, 1) however far the score lies from the mean: c keeps its scale
+    assert 0 < model.reward(True, 1e6) < model.reward(True, -3.0) < model.reward(True, -1e6) <= 1
 
 
 def test_best_evaluations_order():
@@ -262,7 +264,7 @@ def test_n_best_overrides_n(random_model, tokenizer):
                             generator=torch.Generator().manual_seed(0), progress=False)
     assert len(out) == 2 and all(len(s) == 4 for s in out)
     assert {r["prompt"] for r in strategy.results} == {0, 1}
-    assert all(s.extra["reward"] == -1.0 for s in out[0])  # random weights: nothing parses
+    assert all(s.extra["reward"] == 0.0 for s in out[0])  # random weights: nothing parses, no reward
 
 
 def test_runner_reuses_tree_scores_and_writes_results(memorizing_model, plugin_manager, tmp_path):
@@ -414,3 +416,121 @@ def test_batch_leaves_runs_every_simulation(memorizing_model, tokenizer):
     simulations = {r["simulation"] for r in strategy.results}
     assert simulations <= set(range(10)) and len(simulations) >= 5
     assert out[0][0].extra["is_valid"]
+
+
+# -- reward, constraints and batching in real runs --------------------------------------------
+class VolumeScorer:
+    """A real, deterministic 'energy': the cell volume per atom of the parsed CIF (lower is better)."""
+
+    lower_is_better = True
+
+    def __init__(self):
+        self.scored: list[str] = []
+
+    def score(self, cif):
+        from pymatgen.core import Structure
+
+        self.scored.append(cif)
+        structure = Structure.from_str(cif, fmt="cif")
+        return structure.volume / len(structure)
+
+
+def test_invalid_rollouts_get_no_reward_and_valid_ones_rank_by_score(memorizing_model, tokenizer):
+    path, prompt = memorizing_model
+    scorer = VolumeScorer()
+    strategy = PUCTSearch(num_simulations=16, top_k=10, batch_leaves=4)
+    run = TreeRun(strategy, load(path), tokenizer, prompt, torch.Generator().manual_seed(0), scorer, None, "cpu")
+    evaluations = run.run()
+    invalid = [e for e in evaluations if not e.is_valid]
+    valid = [e for e in evaluations if e.is_valid]
+    assert invalid and len(valid) >= 2, "the run must produce both kinds for the test to mean anything"
+    assert all(e.reward == 0.0 and math.isnan(e.score) for e in invalid)
+    assert all(row["reward"] == 0.0 for row in run.rows if not row["is_valid"])
+    assert len(scorer.scored) == len({e.text for e in valid})  # the scorer saw valid candidates only, once each
+    # under the final statistics, reward order is score order (lower volume, higher reward), all in (0, 1)
+    final = sorted(valid, key=lambda e: e.score)
+    rewards = [run.rewards.reward(True, e.score) for e in final]
+    assert all(0 < r < 1 for r in rewards) and rewards == sorted(rewards, reverse=True)
+    best = best_evaluations(evaluations, len(evaluations), lower_is_better=True)
+    assert [e.text for e in best[: len(valid)]] == [e.text for e in final]
+
+
+def _tree_nodes(root):
+    nodes, stack = [], [root]
+    while stack:
+        node = stack.pop()
+        nodes.append(node)
+        stack.extend(node.children)
+    return nodes
+
+
+def _disallowed_edges(run, processor):
+    """Count tree tokens the sampling strategies' masks forbid at their position."""
+    bad = 0
+    for node in _tree_nodes(run.root):
+        if node is run.root:
+            continue
+        before = run.prompt_ids + node.parent.path_tokens()
+        bound = processor.start([before])
+        for token in node.tokens:
+            allowed = torch.isfinite(bound(torch.zeros(1, run.model.config.vocab_size)))[0]
+            bad += not bool(allowed[token])
+            bound.advance([token])
+    return bad
+
+
+@pytest.mark.parametrize("constrain", ["composition", "all"])
+def test_every_tree_token_passes_the_sampling_masks(random_model, tokenizer, constrain):
+    from crystalforge.search.logits import make_processor
+
+    processor = make_processor(constrain, tokenizer)  # what top-k sampling builds for this option
+    counts = {}
+    for option in ("none", constrain):
+        strategy = PUCTSearch(num_simulations=12, width=8, top_k=8, branch_cutoff=1.0, max_new_tokens=30,
+                              batch_leaves=3, constrain=option)
+        run = TreeRun(strategy, random_model, tokenizer, "data_Na1Cl1\n", torch.Generator().manual_seed(0),
+                      None, None, "cpu")
+        run.run()
+        assert len(_tree_nodes(run.root)) > 12
+        counts[option] = _disallowed_edges(run, processor)
+    assert counts["none"] > 0  # random weights do propose forbidden tokens: the check can fail
+    assert counts[constrain] == 0
+
+
+def test_tree_branches_no_wider_than_top_k(random_model, tokenizer):
+    strategy = PUCTSearch(num_simulations=6, width=10, top_k=3, branch_cutoff=1.0, max_new_tokens=20)
+    run = TreeRun(strategy, random_model, tokenizer, "data_Na1Cl1\n", torch.Generator().manual_seed(0),
+                  None, None, "cpu")
+    run.run()
+    widths = [len(n.children) for n in _tree_nodes(run.root) if n.expanded]
+    assert widths and max(widths) == 3
+
+
+def test_leaves_of_one_iteration_roll_out_in_one_batch(tmp_path, tokenizer):
+    """batch_leaves=4: the four rollouts of an iteration take one decoding pass of four rows."""
+    from crystalforge.model.checkpoint import load_model
+    from crystalforge.testing import write_tiny_model
+
+    steps = 25
+    calls = {}
+    for batch_leaves in (1, 4):
+        model = load_model(write_tiny_model(tmp_path / f"m{batch_leaves}.pt", block_size=256))
+        rows: list[int] = []
+        original = model.forward_cached
+
+        def counted(idx, *args, _original=original, _rows=rows, **kwargs):
+            _rows.append(idx.size(0))
+            return _original(idx, *args, **kwargs)
+
+        model.forward_cached = counted
+        strategy = PUCTSearch(num_simulations=4, batch_leaves=batch_leaves, bypass_chains=False,
+                              branch_cutoff=1.0, max_new_tokens=steps, constrain="none")
+        run = TreeRun(strategy, model, tokenizer, "data_Na1Cl1\n", torch.Generator().manual_seed(0),
+                      None, None, "cpu")
+        rows.clear()  # the prompt's prefill is not part of a simulation
+        run.run()
+        assert len({r["simulation"] for r in run.rows}) == 4
+        calls[batch_leaves] = list(rows)
+    # one leaf at a time: about 4 x steps calls of one row; four together: one pass of 4-row steps
+    assert max(calls[1]) == 1 and len(calls[1]) > 3 * (steps - 1)
+    assert max(calls[4]) == 4 and len(calls[4]) <= 4 + steps

@@ -65,9 +65,15 @@ class TreeBuilder:
         return state
 
     def expand(self, node: Node, logits: torch.Tensor) -> None:
-        """Add the node's children (context-sensitive width and branching)."""
+        """Add the node's children (context-sensitive width and branching).
+
+        ``logits`` are the constrained ones (:meth:`masked_logits`), so a child's token is
+        always one the sampling strategies' masks allow; at most ``top_k`` children (the
+        rollouts' own choice set) unless ``space_group_width`` asks for more there.
+        """
         probs = torch.softmax(logits[0].float() / max(self.s.temperature, 1e-6), dim=-1).tolist()
-        width = self.s.width
+        # never branch to a token the rollouts' top-k sampling could not pick there
+        width = min(self.s.width, self.s.top_k) if self.s.top_k > 0 else self.s.width
         ids = self.prompt_ids + node.path_tokens()
         if self.s.space_group_width > 0 and self.sg_tokens and ids[-2:] == self.sg_tokens:
             width = self.s.space_group_width

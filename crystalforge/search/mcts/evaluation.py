@@ -60,7 +60,7 @@ class Judge:
         return evaluation
 
     def _reward(self, e: Evaluation) -> float:
-        return self.rewards.reward(e.is_valid, e.bond_length_score, e.score, self.scorer is not None)
+        return self.rewards.reward(e.is_valid, e.score, self.scorer is not None)
 
     def _record(self, e: Evaluation, simulation: int, rollout: int) -> None:
         self.rows.append({

@@ -75,8 +75,9 @@ class TreeRun(PrefixStates, TreeBuilder, Judge):
         """Run up to ``count`` simulations whose leaves are rolled out in one batch.
 
         Leaves are chosen one after another under a virtual loss (a pending visit with
-        reward -1 along the path), so a batch spreads over the tree. Returns the number of
-        simulations done.
+        reward 0, the lowest reward, along the path), so a batch spreads over the tree; all
+        the batch's leaves are completed in one call of the batched decoder. Returns the
+        number of simulations done.
         """
         leaves: list[tuple[Node, PrefixState, int]] = []
         done = 0
@@ -126,9 +127,8 @@ class TreeRun(PrefixStates, TreeBuilder, Judge):
 
 
 def _virtual_loss(node: Node, sign: int) -> None:
-    """Add (``sign=+1``) or remove (``-1``) a pending visit with reward -1 along the path."""
+    """Add (``sign=+1``) or remove (``-1``) a pending visit with reward 0 along the path."""
     current: Node | None = node
     while current is not None:
         current.visits += sign
-        current.value_sum -= sign
         current = current.parent

@@ -5,7 +5,8 @@
 - Selectors: :func:`puct_select`, :func:`uct_select`, :func:`epsilon_greedy_select` pick
   the child to descend into; :func:`puct_scores` and :func:`uct_scores` expose the formulas.
 - :func:`child_priors`: the context-sensitive tree builder's branching rule.
-- :class:`RewardModel`: validity-penalised, running-normalised logistic reward.
+- :class:`RewardModel`: 0 for invalid candidates, a running-normalised logistic of the
+  score in (0, 1) for valid ones.
 """
 
 from __future__ import annotations
@@ -134,21 +135,23 @@ def child_priors(probs: Sequence[float], width: int, branch_cutoff: float = 1.0)
 # -- reward -------------------------------------------------------------------------------
 @attrs.define
 class RewardModel:
-    """Turn (validity, bond-length score, scorer value) into a reward in [-1, 1].
+    """Turn (validity, scorer value) into a reward in [0, 1].
 
-    - unparsable candidate (no bond-length score): -1;
-    - invalid candidate: ``-(1 - bond_length_score)``, at most ``-invalid_floor``: the
-      further its bonds fall short, the worse;
+    - invalid or unparsable candidate: 0, whatever the scorer would say (the scorer is never
+      consulted for it). CrystaLLM's evaluator gives such candidates a penalty instead
+      (-1, or minus the share of unreasonable bonds); a floor of 0 keeps every reward in
+      [0, 1], the scale on which PUCT's and UCT's exploration constant ``c`` is set;
     - valid candidate: ``1 / (1 + exp(-k * s * z))`` in (0, 1), where ``z`` is the score
       standardised by the running mean and standard deviation of the valid scores seen so
-      far and ``s`` is -1 when lower scores are better (energies), +1 otherwise;
-    - valid candidate with no scorer, or whose score is ``nan``: 1 without a scorer, the
-      neutral 0.5 when the scorer failed.
+      far and ``s`` is -1 when lower scores are better (energies), +1 otherwise: a valid
+      candidate at the mean of its peers earns 0.5, one a standard deviation better
+      ``1 / (1 + exp(-k))`` (0.88 for k = 2);
+    - valid candidate with no scorer: 1; valid candidate whose score is ``nan`` (the scorer
+      failed on it): the neutral 0.5.
     """
 
     k: float = 2.0
     lower_is_better: bool = True
-    invalid_floor: float = 0.05
     count: int = 0
     mean: float = 0.0
     m2: float = 0.0
@@ -168,13 +171,10 @@ class RewardModel:
             return 1.0
         return math.sqrt(self.m2 / (self.count - 1))
 
-    def reward(self, is_valid: bool, bond_length_score: float | None, score: float | None,
-               has_scorer: bool = True) -> float:
+    def reward(self, is_valid: bool, score: float | None, has_scorer: bool = True) -> float:
         """Return the reward of one candidate (see the class docstring)."""
         if not is_valid:
-            if bond_length_score is None or not math.isfinite(bond_length_score):
-                return -1.0
-            return -max(1.0 - float(bond_length_score), self.invalid_floor)
+            return 0.0
         if not has_scorer:
             return 1.0
         if score is None or not math.isfinite(score):
