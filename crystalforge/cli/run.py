@@ -47,13 +47,17 @@ TABLE_ROWS = 20
 @click.option("--require", multiple=True, metavar="CHECK", help="Extra check that must pass for validity.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--unconditional", is_flag=True, help="De novo: prompt 'data_' only, the model picks the composition.")
+@click.option("--system", default=None, metavar="A-B-...",
+              help="De novo within a chemical system, e.g. Li-Fe-P-O: no other element anywhere (subsets allowed).")
+@click.option("--max-atoms", type=int, default=None, help="With --unconditional/--system: most atoms per cell.")
 @click.pass_context
 def run(ctx: click.Context, compositions: tuple[str, ...], spacegroup: str | None, z: int | None, n: int,
         search: str, search_opts: tuple[str, ...], scorer: str | None, scorer_opts: tuple[str, ...],
         model_path: str | None, model_opts: tuple[str, ...], tokenizer: str | None,
         validator_opts: tuple[str, ...], device: str, dtype: str | None, out_dir: Path, seed: int,
         prompts_path: Path | None, batch_size: int, workers: int, require: tuple[str, ...], no_progress: bool,
-        as_json: bool) -> None:
+        as_json: bool, unconditional: bool, system: str | None, max_atoms: int | None) -> None:
     """Generate candidate structures for compositions, validate, score and rank them.
 
     Each candidate is written to OUT as <formula>_<spacegroup>_<index>.cif, with
@@ -66,13 +70,16 @@ def run(ctx: click.Context, compositions: tuple[str, ...], spacegroup: str | Non
       crystalforge run CaTiO3 --spacegroup Pm-3m -n 10
       crystalforge run Na2Cl2 KBr -n 20 --search top-p -o top_p=0.95 --out results
       crystalforge run LiFePO4 -n 50 --scorer zmq --scorer-opt port=5555
+      crystalforge run --unconditional -n 1000
+      crystalforge run --system Li-Fe-P-O -n 200 --max-atoms 40
       torchrun --nproc_per_node=4 -m crystalforge run --prompts prompts.txt -n 100 --device cuda
     """
     from ..generation.api import generate
     from ..generation.runfolder import new_run_folder
 
     if out_dir is None:
-        label = "-".join(compositions[:3]) or (prompts_path.stem if prompts_path else "run")
+        label = "-".join(compositions[:3]) or (prompts_path.stem if prompts_path else
+                                                ("unconditional" if unconditional else system) or "run")
         out_dir = new_run_folder("generated", label + ("-etc" if len(compositions) > 3 else ""))
     result = generate(
         list(compositions), spacegroup=spacegroup, n=n, search=search, scorer=scorer, model=model_path, seed=seed,
@@ -81,6 +88,7 @@ def run(ctx: click.Context, compositions: tuple[str, ...], spacegroup: str | Non
         progress=not no_progress and not as_json, workers=workers, dtype=dtype, prompts=prompts_path,
         out=out_dir, tokenizer=tokenizer, model_options=parse_pairs(model_opts, "--model-opt"),
         validator_options=parse_dotted_pairs(validator_opts, "--validator-opt"),
+        unconditional=unconditional, system=system, max_atoms=max_atoms,
     )
     run = result.run
     if run.summary_path is None:  # not the main process of a torchrun
@@ -97,6 +105,11 @@ def run(ctx: click.Context, compositions: tuple[str, ...], spacegroup: str | Non
         f"{len(run.rows)} candidates ({run.generated} generated, {run.resumed} kept from before), "
         f"{run.valid} valid -> {run.summary_path}"
     )
+    if unconditional or system is not None:
+        from ..evaluation.vun import denovo_summary, denovo_summary_lines
+
+        for line in denovo_summary_lines(denovo_summary(run.rows, run.out_dir, max_atoms), run.out_dir):
+            click.echo(line)
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:

@@ -233,3 +233,45 @@ def read_cif_set(path: str | os.PathLike) -> list[tuple[str, str]]:
     if not items:
         raise DataError(f"{path}: no CIF files found")
     return items
+
+
+def denovo_summary(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike,
+                   max_atoms: int | None = None) -> dict[str, Any]:
+    """Return what a de novo run folder holds: candidates, valid ones (the run's checks),
+    those whose CIF parses, distinct reduced formulas written, and those with more atoms
+    than ``max_atoms`` (None when no bound was asked).
+
+    ``rows`` are the run's summary rows (``file`` names each candidate's CIF in ``out_dir``);
+    a candidate that does not parse still counts in the total. Uniqueness and novelty
+    against a training set are :func:`compute_vun`'s (``crystalforge vun OUT --train ...``).
+    """
+    from pathlib import Path
+
+    from ..util import truthy
+
+    parsed = 0
+    formulas: set[str] = set()
+    over = 0
+    for row in rows:
+        try:
+            structure = parse_structure((Path(out_dir) / row["file"]).read_text(errors="replace"))
+        except Exception:
+            continue
+        parsed += 1
+        formulas.add(structure.composition.reduced_formula)
+        if max_atoms is not None and len(structure) > max_atoms:
+            over += 1
+    return {"candidates": len(rows), "valid": sum(1 for r in rows if truthy(r.get("is_valid"))),
+            "parsed": parsed, "distinct_formulas": len(formulas),
+            "over_max_atoms": over if max_atoms is not None else None}
+
+
+def denovo_summary_lines(summary: dict[str, Any], out_dir: str | os.PathLike = "OUT") -> list[str]:
+    """Return :func:`denovo_summary` as lines for a terminal."""
+    total = summary["candidates"] or 1
+    lines = [f"de novo: {summary['valid']}/{summary['candidates']} valid ({summary['valid'] / total:.1%}), "
+             f"{summary['parsed']} parse, {summary['distinct_formulas']} distinct reduced formulas"]
+    if summary["over_max_atoms"] is not None:
+        lines.append(f"over --max-atoms: {summary['over_max_atoms']} (flagged here, not removed)")
+    lines.append(f"uniqueness and novelty: crystalforge vun {out_dir} --train TRAIN")
+    return lines

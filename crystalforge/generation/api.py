@@ -48,6 +48,9 @@ def generate(
     model_options: Mapping[str, Any] | None = None,
     validator_options: Mapping[str, Mapping[str, Any]] | None = None,
     on_chunk: Callable[[list[Candidate]], None] | None = None,
+    unconditional: bool = False,
+    system: str | None = None,
+    max_atoms: int | None = None,
 ) -> Candidates:
     """Generate ``n`` candidate structures per composition, validated, scored and ranked.
 
@@ -82,6 +85,14 @@ def generate(
         validator_options: options per check, ``{check: {key: value}}``.
         on_chunk: called with each chunk of new candidates once they are judged (and, with
             ``out``, written): progress reports; an exception it raises stops the run.
+        unconditional: de novo generation: the prompt is ``data_`` alone and the model
+            writes the composition, then the rest (no ``composition`` or ``prompts``).
+        system: de novo generation within a chemical system (``"Li-Fe-P-O"``): prompt
+            ``data_``, and the logits masks let no other element be written anywhere (any
+            subset of the system may appear); stoichiometry, Z and space group are the model's.
+        max_atoms: with ``unconditional`` or ``system``, the most atoms per cell: the formula
+            the model writes is bounded by the mask; with the stoichiometry constraint (the
+            default ``constrain=all``) the sites follow that formula.
 
     Returns:
         The candidates ranked by the one ranking rule (valid first, then best score first
@@ -104,7 +115,11 @@ def generate(
     if n < 1:
         raise OptionError(f"n must be at least 1, got {n}")
     # every input is checked before the model is loaded
-    specs = make_specs(composition, spacegroup, z) if composition else []
+    if unconditional or system is not None or max_atoms is not None:
+        specs, search_options = _denovo(composition, prompts, spacegroup, z, unconditional, system, max_atoms,
+                                        search_options)
+    else:
+        specs = make_specs(composition, spacegroup, z) if composition else []
     if prompts is not None:
         specs += read_prompts(prompts, spacegroup, z)
     if not specs:
@@ -130,6 +145,43 @@ def generate(
     finally:
         _close_if_owned(pipeline, scorer)
     return Candidates(rank_candidates(candidates, scorer_lower_is_better(pipeline.scorer)))
+
+
+def _denovo(composition, prompts, spacegroup, z, unconditional: bool, system: str | None,
+            max_atoms: int | None, search_options):
+    """Return the de novo spec and the search options that make the masks enforce the
+    chemical system and atom bound (see :func:`generate`).
+
+    Raises:
+        OptionError: de novo mixed with compositions, prompts, a space group or Z; both
+            targets at once; a bad ``max_atoms``; search options that say otherwise.
+        CompositionError: a bad chemical system.
+    """
+    from ..errors import OptionError
+    from .prompts import make_denovo_spec
+
+    if unconditional and system is not None:
+        raise OptionError("unconditional and system exclude each other: a system already lets the model "
+                          "pick the composition within it")
+    if not unconditional and system is None:
+        raise OptionError("max_atoms bounds de novo generation only (unconditional or system); a composition "
+                          "fixes the atoms of its cell")
+    if composition or prompts is not None:
+        raise OptionError("de novo generation (unconditional or system) takes no composition or prompts file")
+    if spacegroup not in (None, "") or z is not None:
+        raise OptionError("de novo generation leaves the space group and Z to the model; drop spacegroup and z")
+    if max_atoms is not None and (isinstance(max_atoms, bool) or not isinstance(max_atoms, int) or max_atoms < 1):
+        raise OptionError(f"max_atoms must be a whole number of at least 1, got {max_atoms!r}")
+    spec = make_denovo_spec(system)
+    options = dict(search_options or {})
+    wanted = {"elements": spec.composition if system is not None else None, "max_atoms": max_atoms}
+    for key, value in wanted.items():
+        if value is None:
+            continue
+        if key in options and str(options[key]) != str(value):
+            raise OptionError(f"search option {key}={options[key]!r} disagrees with the de novo target ({value})")
+        options[key] = value
+    return [spec], options
 
 
 def _generate_to_folder(specs, n: int, out: Path, device: str, settings: dict, on_chunk=None) -> Candidates:
@@ -173,6 +225,8 @@ def _warn_about_reach(model: Any, specs) -> None:
             pass  # the model load reports an unreadable checkpoint
     said: set[tuple[str, str]] = set()
     for spec in specs:
+        if spec.target != "composition":
+            continue
         try:
             lines = reach_warnings(card, spec.formula, spec.spacegroup)
         except CrystalforgeError:

@@ -30,6 +30,8 @@ class Candidate:
         name: a stable name, ``<formula>_<spacegroup or any>_<index>`` by default (the
             CLI's file stem).
         extra: strategy-specific facts (MCTS: reward, simulation, ...).
+        stem: the file stem in a run folder: ``name``, except for de novo candidates, whose
+            stem adds the formula and space group the model wrote.
     """
 
     composition: str
@@ -46,6 +48,7 @@ class Candidate:
     file: str | None = None
     name: str = ""
     extra: dict[str, Any] = attrs.field(factory=dict)
+    stem: str = ""
     _structure: Any = attrs.field(default=None, init=False, repr=False)
     _structure_error: str | None = attrs.field(default=None, init=False, repr=False)
     _parsed: bool = attrs.field(default=False, init=False, repr=False)
@@ -55,6 +58,8 @@ class Candidate:
             from .prompts import candidate_stem
 
             self.name = candidate_stem(self.formula, self.spacegroup, self.index)
+        if not self.stem:
+            self.stem = self.name
 
     # -- derived facts ---------------------------------------------------------------------
     @property
