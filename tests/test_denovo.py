@@ -252,3 +252,20 @@ def test_embedded_model_system_run_keeps_to_the_system(tmp_path):
         structure = candidate.structure
         if structure is not None:
             assert {str(e) for e in structure.composition.elements} <= {"Ca", "Ti", "O"}
+
+
+@pytest.mark.parametrize("search, options", [
+    ("top-k", {}), ("top-p", {}), ("random", {}), ("greedy", {}),
+    ("puct", {"num_simulations": 2, "width": 3}),
+])
+def test_every_search_keeps_to_the_system(cf_tiny_model, plugin_manager, search, options):
+    result = cf.generate(system="Na-Cl", n=2, search=search, model=str(cf_tiny_model), device="cpu",
+                         plugin_manager=plugin_manager, max_atoms=6,
+                         search_options={"max_new_tokens": 40, **options})
+    assert result
+    for candidate in result:
+        formula_line = candidate.raw.split("\n", 1)[0]
+        assert formula_line.startswith("data_")
+        assert element_symbols(formula_line) <= {"Na", "Cl"}, formula_line
+        if "\n" in candidate.raw:  # the formula was finished: at most 6 atoms
+            assert sum(int(n) for n in re.findall(r"\d+", formula_line)) <= 6, formula_line
