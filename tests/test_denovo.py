@@ -5,6 +5,7 @@ naming, errors, and the API and CLI agreeing."""
 from __future__ import annotations
 
 import csv
+import json
 import re
 from pathlib import Path
 
@@ -219,6 +220,15 @@ def test_cli_and_api_agree_on_a_system_run(cf_tiny_model, plugin_manager, tmp_pa
                                     str(cf_tiny_model), "--device", "cpu", "--batch-size", "2", "--no-progress",
                                     "--out", str(tmp_path / "cli"), *FAST])
     assert "(0 generated, 3 kept from before)" in again.output
+    as_json = invoke(plugin_manager, ["run", "--system", "Na-Cl", "-n", "3", "--seed", "4", "--model",
+                                      str(cf_tiny_model), "--device", "cpu", "--out", str(tmp_path / "cli"), "--json",
+                                      "--max-atoms", "40", *FAST])
+    assert as_json.exit_code == 1 and "max_atoms" in as_json.output  # another bound: another run, not this folder
+    as_json = invoke(plugin_manager, ["run", "--system", "Na-Cl", "-n", "3", "--seed", "4", "--model",
+                                      str(cf_tiny_model), "--device", "cpu", "--out", str(tmp_path / "cli"), "--json",
+                                      *FAST])
+    report = json.loads(as_json.output)["denovo"]
+    assert report["candidates"] == 3 and report["over_max_atoms"] is None
 
 
 def test_vun_reads_a_de_novo_run_folder(cf_tiny_model, plugin_manager, tmp_path):

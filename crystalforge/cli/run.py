@@ -93,11 +93,17 @@ def run(ctx: click.Context, compositions: tuple[str, ...], spacegroup: str | Non
     run = result.run
     if run.summary_path is None:  # not the main process of a torchrun
         return
+    denovo = None
+    if unconditional or system is not None:
+        from ..evaluation.vun import denovo_summary, denovo_summary_lines
+
+        denovo = denovo_summary(run.rows, run.out_dir, max_atoms)
     if as_json:
         click.echo(json.dumps({
             "out": str(run.out_dir), "summary": str(run.summary_path), "candidates": len(run.rows),
             "generated": run.generated, "resumed": run.resumed, "valid": run.valid,
             "lower_is_better": run.lower_is_better, "rows": [_plain(r) for r in run.rows],
+            **({"denovo": denovo} if denovo is not None else {}),
         }, indent=2, default=str))
         return
     _print_table(run.rows, scored=scorer is not None)
@@ -105,10 +111,8 @@ def run(ctx: click.Context, compositions: tuple[str, ...], spacegroup: str | Non
         f"{len(run.rows)} candidates ({run.generated} generated, {run.resumed} kept from before), "
         f"{run.valid} valid -> {run.summary_path}"
     )
-    if unconditional or system is not None:
-        from ..evaluation.vun import denovo_summary, denovo_summary_lines
-
-        for line in denovo_summary_lines(denovo_summary(run.rows, run.out_dir, max_atoms), run.out_dir):
+    if denovo is not None:
+        for line in denovo_summary_lines(denovo, run.out_dir):
             click.echo(line)
 
 

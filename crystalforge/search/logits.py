@@ -75,7 +75,7 @@ class CIFConstraints:
     composition: bool = True
     grammar: bool = True
     stoichiometry: bool = False
-    elements: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    elements: tuple[str, ...] = attrs.field(default=(), converter=lambda v: _symbols(v))
     max_atoms: int = 0
     classes: TokenClasses = attrs.field(init=False)
     _rows: dict = attrs.field(init=False, factory=dict, repr=False)
@@ -196,6 +196,13 @@ class BoundCIFConstraints:
             self.element_mask = self.element_mask[rows]
 
 
+def _symbols(elements: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Return the symbols of a chemical system given as ``"Li-Fe-P-O"`` or as a list."""
+    if isinstance(elements, str):
+        return parse_system(elements) if elements.strip() else ()
+    return tuple(elements or ())
+
+
 def parse_constraints(constrain: str) -> tuple[str, ...]:
     """Return the constraint names a ``constrain`` value stands for, in canonical order.
 
@@ -230,7 +237,7 @@ def make_processor(constrain: str, tokenizer, elements: str | Sequence[str] = ""
         CompositionError: ``elements`` is not a chemical system the tokenizer can write.
     """
     names = parse_constraints(constrain)
-    symbols = parse_system(elements) if isinstance(elements, str) and elements else tuple(elements or ())
+    symbols = _symbols(elements)
     if not names and not symbols and not max_atoms:
         return None
     return CIFConstraints(tokenizer, composition="composition" in names, grammar="grammar" in names,
