@@ -31,6 +31,15 @@ comma-separated list, ``both`` for composition + grammar, ``all`` for the three)
     CIF cannot end while atoms are missing. The model still chooses the cell, the
     sites' Wyckoff multiplicities and every coordinate.
 
+De novo prompts (``data_`` alone, ``crystalforge run --unconditional`` / ``--system``):
+while the model writes the ``data_`` line, ``grammar`` keeps it in the training form
+(element symbols in rising electronegativity, each once, each with a count); when the
+line ends, ``composition`` and ``stoichiometry`` follow the formula written as they
+follow a prompt's. Two settings apply whatever ``constrain`` says: ``elements`` (a
+chemical system, ``Li-Fe-P-O``: every other element token is masked at every position,
+never relaxed) and ``max_atoms`` (the counts of a ``data_`` line the model writes add up
+to at most that).
+
 A processor is bound to a batch with ``start(row_prompts)`` and then follows each row
 token by token (see :class:`crystalforge.search.decode.BoundProcessor`). Masks never
 remove every token of a row: if they would, the row is left unconstrained for that step.
