@@ -7,14 +7,15 @@ For each target (``unconditional``: the prompt ``data_`` alone; a chemical syste
 ``crystalforge vun``'s code against the training set. Candidates that do not parse stay in
 every denominator.
 
-    nice -n 10 python bench/denovo.py runs/data_nodedup/train.tar.gz -n 100
+    OMP_NUM_THREADS=1 nice -n 10 python bench/denovo.py runs/data_nodedup/train.tar.gz -n 100
     python bench/denovo.py TRAIN.tar.gz -n 1000 --targets unconditional --device cuda --batch-size 256
 
 Columns: ``valid`` is the run's own validity (CrystaLLM's checks, what ``run`` reports);
 ``vun-valid`` the CDVAE definition ``crystalforge vun`` uses (no two atoms closer than
 0.5 A, SMACT charge neutrality); ``unique`` / ``novel`` / ``VUN`` as ``crystalforge vun``;
 ``formulas`` the distinct reduced formulas written; ``outside`` candidates holding an
-element outside the system (must be 0).
+element outside the system (must be 0). On a shared, busy CPU set ``OMP_NUM_THREADS=1``:
+torch's threads otherwise spin waiting for each other and a run takes many times longer.
 """
 
 from __future__ import annotations
