@@ -105,3 +105,41 @@ def _check_counts(cleaned: str, shown: str) -> None:
                                        "give whole atom counts")
             previous = None
         position = match.end()
+
+
+def parse_system(text: str) -> tuple[str, ...]:
+    """Return the element symbols of a chemical system such as ``Li-Fe-P-O``, in the order given.
+
+    A chemical system names elements joined by ``-`` (one element alone is a system too);
+    generation for it may use any of them and no other (subsets allowed, the convention of
+    chemical-system searches in crystal structure prediction).
+
+    Raises:
+        CompositionError: the text is empty or malformed, names an element twice, names
+            something that is not an element, or an element the tokenizer has no token for.
+    """
+    from pymatgen.core.periodic_table import Element
+
+    from .tokenizer import default_tokenizer
+
+    cleaned = str(text if text is not None else "").strip()
+    shown = cleaned[:60]
+    if not cleaned:
+        raise CompositionError("empty chemical system; name elements joined by '-', e.g. Li-Fe-P-O")
+    symbols = [part.strip() for part in cleaned.split("-")]
+    if any(not part for part in symbols):
+        raise CompositionError(f"malformed chemical system {shown!r}: an empty element between '-'; "
+                               "name elements joined by single '-', e.g. Li-Fe-P-O")
+    vocabulary = default_tokenizer().stoi
+    for symbol in symbols:
+        if not Element.is_valid_symbol(symbol):
+            proper = symbol[:1].upper() + symbol[1:].lower()
+            hint = f" (did you mean {proper}?)" if Element.is_valid_symbol(proper) else ""
+            raise CompositionError(f"chemical system {shown!r} names an unknown element {symbol!r}{hint}")
+        if symbol not in vocabulary:
+            raise CompositionError(f"chemical system {shown!r}: the tokenizer has no token for {symbol} "
+                                   "(CrystaLLM's vocabulary holds 89 elements), so no model can write it")
+    repeated = sorted({s for s in symbols if symbols.count(s) > 1})
+    if repeated:
+        raise CompositionError(f"chemical system {shown!r} names {', '.join(repeated)} more than once")
+    return tuple(symbols)

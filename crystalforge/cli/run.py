@@ -52,13 +52,18 @@ TABLE_ROWS = 20
 @click.option("--rescore", is_flag=True,
               help="Score the kept candidates of --out again with this --scorer (a folder made with another scorer).")
 @click.option("--unique", is_flag=True, help="Group equivalent structures (pymatgen StructureMatcher) in the summary.")
+@click.option("--unconditional", is_flag=True, help="De novo: prompt 'data_' only, the model picks the composition.")
+@click.option("--system", default=None, metavar="A-B-...",
+              help="De novo within a chemical system, e.g. Li-Fe-P-O: no other element anywhere (subsets allowed).")
+@click.option("--max-atoms", type=int, default=None, help="With --unconditional/--system: most atoms per cell.")
 @click.pass_context
 def run(ctx: click.Context, compositions: tuple[str, ...], spacegroup: str | None, z: int | None, n: int,
         search: str, search_opts: tuple[str, ...], scorer: str | None, scorer_opts: tuple[str, ...],
         model_path: str | None, model_opts: tuple[str, ...], tokenizer: str | None,
         validator_opts: tuple[str, ...], device: str, dtype: str | None, out_dir: Path, seed: int,
         prompts_path: Path | None, batch_size: int, workers: int, require: tuple[str, ...], no_progress: bool,
-        as_json: bool, rescore: bool, unique: bool) -> None:
+        as_json: bool, rescore: bool, unique: bool, unconditional: bool, system: str | None,
+        max_atoms: int | None) -> None:
     """Generate candidate structures for compositions, validate, score and rank them.
 
     Each candidate is written to OUT as <formula>_<spacegroup>_<index>.cif, with
@@ -71,6 +76,8 @@ def run(ctx: click.Context, compositions: tuple[str, ...], spacegroup: str | Non
       crystalforge run CaTiO3 --spacegroup Pm-3m -n 10
       crystalforge run SrTiO3 BaZrO3 -n 20 --search top-p -O top_p=0.95 -o results
       crystalforge run C8 -s Fd-3m -n 50 --scorer zmq --scorer-opt port=5555
+      crystalforge run --unconditional -n 1000
+      crystalforge run --system Ca-Ti-O -n 200 --max-atoms 20
       torchrun --nproc_per_node=4 -m crystalforge run --prompts prompts.txt -n 100 --device cuda
     """
     from ..generation.api import generate
@@ -78,7 +85,8 @@ def run(ctx: click.Context, compositions: tuple[str, ...], spacegroup: str | Non
 
     _refuse_option_as_folder(out_dir)
     if out_dir is None:
-        label = "-".join(compositions[:3]) or (prompts_path.stem if prompts_path else "run")
+        label = "-".join(compositions[:3]) or (prompts_path.stem if prompts_path else
+                                                ("unconditional" if unconditional else system) or "run")
         out_dir = new_run_folder("generated", label + ("-etc" if len(compositions) > 3 else ""))
     result = generate(
         list(compositions), spacegroup=spacegroup, n=n, search=search, scorer=scorer, model=model_path, seed=seed,
@@ -87,16 +95,23 @@ def run(ctx: click.Context, compositions: tuple[str, ...], spacegroup: str | Non
         progress=not no_progress and not as_json, workers=workers, dtype=dtype, prompts=prompts_path,
         out=out_dir, tokenizer=tokenizer, model_options=parse_pairs(model_opts, "--model-opt"),
         validator_options=parse_dotted_pairs(validator_opts, "--validator-opt"), rescore=rescore, unique=unique,
+        unconditional=unconditional, system=system, max_atoms=max_atoms,
     )
     run = result.run
     if run.summary_path is None:  # not the main process of a torchrun
         return
+    denovo = None
+    if unconditional or system is not None:
+        from ..evaluation.vun import denovo_summary, denovo_summary_lines
+
+        denovo = denovo_summary(run.rows, run.out_dir, max_atoms)
     if as_json:
         click.echo(json.dumps({
             "out": str(run.out_dir), "summary": str(run.summary_path), "candidates": len(run.rows),
             "generated": run.generated, "resumed": run.resumed, "valid": run.valid,
             "lower_is_better": run.lower_is_better, "score_unit": run.score_unit, "rescored": run.rescored,
             **({"groups": run.groups} if run.groups is not None else {}), "rows": [_plain(r) for r in run.rows],
+            **({"denovo": denovo} if denovo is not None else {}),
         }, indent=2, default=str))
         return
     _print_table(run.rows, scored=scorer is not None, unit=run.score_unit, grouped=run.groups is not None)
@@ -106,6 +121,9 @@ def run(ctx: click.Context, compositions: tuple[str, ...], spacegroup: str | Non
         f"{len(run.rows)} candidates{groups} ({run.generated} generated, {run.resumed} kept from before{rescored}), "
         f"{run.valid} valid -> {run.summary_path}"
     )
+    if denovo is not None:
+        for line in denovo_summary_lines(denovo, run.out_dir):
+            click.echo(line)
 
 
 def _refuse_option_as_folder(out_dir: Path | None) -> None:

@@ -100,29 +100,37 @@ def _judge_group(item: tuple[list[tuple[str, str]], list[tuple[str, str]]]) -> l
     """Return ``(name, duplicate_of, matches_train)`` for each generated structure of one formula group.
 
     ``item`` holds the group's generated ``(name, cif)`` pairs (input order) and its
-    training ``(name, cif)`` pairs.
+    training ``(name, cif)`` pairs. Each structure is reduced (primitive, Niggli) once, as
+    ``StructureMatcher.fit`` would on every call, and only structures whose reduced cells
+    hold as many sites are compared: the matcher (no supercells) never matches others, so
+    the verdicts are the same at a fraction of the cost (one formula such as C can have
+    thousands of training structures).
     """
     generated, train = item
     matcher = structure_matcher(UNIQUENESS_TOLERANCES)
-    structures = [(name, parse_structure(cif)) for name, cif in generated]
-    train_structures = []
+    structures = [(name, _reduced(matcher, parse_structure(cif))) for name, cif in generated]
+    train_by_size: dict[int | None, list[tuple[str, Any]]] = {}
     for name, cif in train:
         try:
-            train_structures.append((name, parse_structure(cif)))
+            reduced = _reduced(matcher, parse_structure(cif))
         except Exception:
             continue
+        train_by_size.setdefault(_size(reduced), []).append((name, reduced))
     kept: list[tuple[str, Any]] = []  # first occurrences
     verdicts = []
     for name, structure in structures:
         duplicate_of = ""
         for earlier_name, earlier in kept:
-            if _fits(matcher, earlier, structure):
+            if _comparable(earlier, structure) and _fits(matcher, earlier, structure):
                 duplicate_of = earlier_name
                 break
         if not duplicate_of:
             kept.append((name, structure))
         matches_train = ""
-        for train_name, train_structure in train_structures:
+        size = _size(structure)
+        candidates = train_by_size.get(size, []) + (train_by_size.get(None, []) if size is not None else
+                                                     [t for group in train_by_size.values() for t in group])
+        for train_name, train_structure in candidates:
             if _fits(matcher, train_structure, structure):
                 matches_train = train_name
                 break
@@ -130,11 +138,45 @@ def _judge_group(item: tuple[list[tuple[str, str]], list[tuple[str, str]]]) -> l
     return verdicts
 
 
-def _fits(matcher: Any, a: Any, b: Any) -> bool:
+class _Reduced:
+    """A structure with its reduced (primitive, Niggli) form, or without one when reduction failed."""
+
+    __slots__ = ("original", "reduced")
+
+    def __init__(self, original: Any, reduced: Any) -> None:
+        self.original, self.reduced = original, reduced
+
+
+def _reduced(matcher: Any, structure: Any) -> _Reduced:
+    reduce = getattr(type(matcher), "_get_reduced_structure", None)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return bool(matcher.fit(a, b))
+            return _Reduced(structure, reduce(structure, matcher._primitive_cell, True) if reduce else None)
+    except Exception:  # degenerate cells: the matcher gets the original and decides
+        return _Reduced(structure, None)
+
+
+def _size(item: _Reduced) -> int | None:
+    return len(item.reduced) if item.reduced is not None else None
+
+
+def _comparable(a: _Reduced, b: _Reduced) -> bool:
+    return _size(a) is None or _size(b) is None or _size(a) == _size(b)
+
+
+def _fits(matcher: Any, a: Any, b: Any) -> bool:
+    if isinstance(a, _Reduced) and isinstance(b, _Reduced):
+        if a.reduced is not None and b.reduced is not None:
+            a, b, skip = a.reduced, b.reduced, True
+        else:
+            a, b, skip = a.original, b.original, False
+    else:
+        skip = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return bool(matcher.fit(a, b, skip_structure_reduction=skip) if skip else matcher.fit(a, b))
     except Exception as exc:  # degenerate cells make pymatgen raise
         logger.debug("matcher failed: %s", exc)
         return False
@@ -233,3 +275,45 @@ def read_cif_set(path: str | os.PathLike) -> list[tuple[str, str]]:
     if not items:
         raise DataError(f"{path}: no CIF files found")
     return items
+
+
+def denovo_summary(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike,
+                   max_atoms: int | None = None) -> dict[str, Any]:
+    """Return what a de novo run folder holds: candidates, valid ones (the run's checks),
+    those whose CIF parses, distinct reduced formulas written, and those with more atoms
+    than ``max_atoms`` (None when no bound was asked).
+
+    ``rows`` are the run's summary rows (``file`` names each candidate's CIF in ``out_dir``);
+    a candidate that does not parse still counts in the total. Uniqueness and novelty
+    against a training set are :func:`compute_vun`'s (``crystalforge vun OUT --train ...``).
+    """
+    from pathlib import Path
+
+    from ..util import truthy
+
+    parsed = 0
+    formulas: set[str] = set()
+    over = 0
+    for row in rows:
+        try:
+            structure = parse_structure((Path(out_dir) / row["file"]).read_text(errors="replace"))
+        except Exception:
+            continue
+        parsed += 1
+        formulas.add(structure.composition.reduced_formula)
+        if max_atoms is not None and len(structure) > max_atoms:
+            over += 1
+    return {"candidates": len(rows), "valid": sum(1 for r in rows if truthy(r.get("is_valid"))),
+            "parsed": parsed, "distinct_formulas": len(formulas),
+            "over_max_atoms": over if max_atoms is not None else None}
+
+
+def denovo_summary_lines(summary: dict[str, Any], out_dir: str | os.PathLike = "OUT") -> list[str]:
+    """Return :func:`denovo_summary` as lines for a terminal."""
+    total = summary["candidates"] or 1
+    lines = [f"de novo: {summary['valid']}/{summary['candidates']} valid ({summary['valid'] / total:.1%}), "
+             f"{summary['parsed']} parse, {summary['distinct_formulas']} distinct reduced formulas"]
+    if summary["over_max_atoms"] is not None:
+        lines.append(f"over --max-atoms: {summary['over_max_atoms']} (flagged here, not removed)")
+    lines.append(f"uniqueness and novelty: crystalforge vun {out_dir} --train TRAIN")
+    return lines

@@ -50,6 +50,9 @@ def generate(
     on_chunk: Callable[[list[Candidate]], None] | None = None,
     rescore: bool = False,
     unique: bool = False,
+    unconditional: bool = False,
+    system: str | None = None,
+    max_atoms: int | None = None,
 ) -> Candidates:
     """Generate ``n`` candidate structures per composition, validated, scored and ranked.
 
@@ -95,6 +98,14 @@ def generate(
         unique: group equivalent structures (same reduced composition, pymatgen's
             ``StructureMatcher``): each candidate's ``group`` (1 is the best-ranked
             candidate's group), and with ``out`` a ``group`` column in ``summary.csv``.
+        unconditional: de novo generation: the prompt is ``data_`` alone and the model
+            writes the composition, then the rest (no ``composition`` or ``prompts``).
+        system: de novo generation within a chemical system (``"Li-Fe-P-O"``): prompt
+            ``data_``, and the logits masks let no other element be written anywhere (any
+            subset of the system may appear); stoichiometry, Z and space group are the model's.
+        max_atoms: with ``unconditional`` or ``system``, the most atoms per cell: the formula
+            the model writes is bounded by the mask; with the stoichiometry constraint (the
+            default ``constrain=all``) the sites follow that formula.
 
     Returns:
         The candidates ranked by the one ranking rule (valid first, then best score first
@@ -123,7 +134,11 @@ def generate(
     if rescore and out is None:
         raise OptionError("rescore needs a run folder to rescore (out=..., --out)")
     # every input is checked before the model is loaded
-    specs = _specs_of_inputs(composition, spacegroup, z)
+    if unconditional or system is not None or max_atoms is not None:
+        specs, search_options = _denovo(composition, prompts, spacegroup, z, unconditional, system, max_atoms,
+                                        search_options)
+    else:
+        specs = _specs_of_inputs(composition, spacegroup, z)
     if prompts is not None:
         specs += read_prompts(prompts, spacegroup if same_spacegroup_for_all(spacegroup) else None, z)
     if not specs:
@@ -171,6 +186,43 @@ def _specs_of_inputs(composition: Any, spacegroup: Any, z: int | None) -> list:
     for formula, group in composition_targets(composition, spacegroup):
         specs.extend(make_specs(formula, group, z))
     return specs
+
+
+def _denovo(composition, prompts, spacegroup, z, unconditional: bool, system: str | None,
+            max_atoms: int | None, search_options):
+    """Return the de novo spec and the search options that make the masks enforce the
+    chemical system and atom bound (see :func:`generate`).
+
+    Raises:
+        OptionError: de novo mixed with compositions, prompts, a space group or Z; both
+            targets at once; a bad ``max_atoms``; search options that say otherwise.
+        CompositionError: a bad chemical system.
+    """
+    from ..errors import OptionError
+    from .prompts import make_denovo_spec
+
+    if unconditional and system is not None:
+        raise OptionError("unconditional and system exclude each other: a system already lets the model "
+                          "pick the composition within it")
+    if not unconditional and system is None:
+        raise OptionError("max_atoms bounds de novo generation only (unconditional or system); a composition "
+                          "fixes the atoms of its cell")
+    if composition or prompts is not None:
+        raise OptionError("de novo generation (unconditional or system) takes no composition or prompts file")
+    if spacegroup not in (None, "") or z is not None:
+        raise OptionError("de novo generation leaves the space group and Z to the model; drop spacegroup and z")
+    if max_atoms is not None and (isinstance(max_atoms, bool) or not isinstance(max_atoms, int) or max_atoms < 1):
+        raise OptionError(f"max_atoms must be a whole number of at least 1, got {max_atoms!r}")
+    spec = make_denovo_spec(system)
+    options = dict(search_options or {})
+    wanted = {"elements": spec.composition if system is not None else None, "max_atoms": max_atoms}
+    for key, value in wanted.items():
+        if value is None:
+            continue
+        if key in options and str(options[key]) != str(value):
+            raise OptionError(f"search option {key}={options[key]!r} disagrees with the de novo target ({value})")
+        options[key] = value
+    return [spec], options
 
 
 def _generate_to_folder(specs, n: int, out: Path, device: str, settings: dict, on_chunk=None, *,
@@ -232,6 +284,8 @@ def _warn_about_reach(model: Any, specs) -> None:
             pass  # the model load reports an unreadable checkpoint
     said: set[tuple[str, str]] = set()
     for spec in specs:
+        if spec.target != "composition":
+            continue
         try:
             lines = reach_warnings(card, spec.formula, spec.spacegroup)
         except CrystalforgeError:

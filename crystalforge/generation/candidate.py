@@ -39,6 +39,8 @@ class Candidate:
         group: with ``unique``, the id of the group of equivalent structures (same
             composition, matched by pymatgen's ``StructureMatcher``); 1 is the group of
             the best-ranked candidate. None without ``unique``.
+        stem: the file stem in a run folder: ``name``, except for de novo candidates, whose
+            stem adds the formula and space group the model wrote.
     """
 
     composition: str
@@ -59,6 +61,7 @@ class Candidate:
     score_extras: dict[str, Any] = attrs.field(factory=dict)
     relaxed_cif: str | None = None
     group: int | None = None
+    stem: str = ""
     _structure: Any = attrs.field(default=None, init=False, repr=False)
     _structure_error: str | None = attrs.field(default=None, init=False, repr=False)
     _parsed: bool = attrs.field(default=False, init=False, repr=False)
@@ -68,6 +71,8 @@ class Candidate:
             from .prompts import candidate_stem
 
             self.name = candidate_stem(self.formula, self.spacegroup, self.index)
+        if not self.stem:
+            self.stem = self.name
 
     def __repr__(self) -> str:
         """``<Candidate CaTiO3 Pm-3m Z=1 valid score=-1.23 eV/atom>``: what was asked, how it went."""

@@ -125,6 +125,10 @@ class Pipeline:
             finished=sample.finished, name=f"{spec.key}_{index}",
             extra={k: v for k, v in sample.extra.items() if k != "index"},
         )
+        if spec.target != "composition":  # de novo: named after the formula the model wrote
+            from .prompts import denovo_naming
+
+            candidate.formula, candidate.stem = denovo_naming(candidate.name, candidate.text)
         if known is not None:
             candidate.report = known[2]
         return candidate

@@ -37,6 +37,9 @@ class PromptSpec:
     #: ``(position, of)`` when the composition's candidates are shared among several specs
     #: (one per feasible Z, see :func:`make_specs`); None: this spec gets all ``n``
     share: tuple[int, int] | None = None
+    #: what the prompt asks for: ``composition``, or de novo (:func:`make_denovo_spec`):
+    #: ``unconditional`` or ``system`` (the model writes the formula)
+    target: str = "composition"
 
 
 def spec_count(spec: PromptSpec, n: int) -> int:
@@ -81,6 +84,46 @@ def make_spec(composition: str, spacegroup: str | int | None = None, z: int | No
     prompt = make_prompt(composition, symbol, z)
     return PromptSpec(composition=composition, formula=formula, spacegroup=symbol, prompt=prompt,
                       key=spec_key(formula, symbol), z=z)
+
+
+#: the prompt of de novo generation: the model writes the formula, then the rest
+DENOVO_PROMPT = "data_"
+
+
+def make_denovo_spec(system: str | None = None) -> PromptSpec:
+    """Return the spec of de novo generation: the prompt ``data_`` alone, so the model picks
+    the composition; with ``system`` (``"Li-Fe-P-O"``) its elements are the only ones the
+    logits masks let it write (see :func:`crystalforge.cif.composition.parse_system`).
+
+    Raises:
+        CompositionError: ``system`` is not a chemical system the tokenizer can write.
+    """
+    if system is None:
+        return PromptSpec(composition="unconditional", formula="", spacegroup=None, prompt=DENOVO_PROMPT,
+                          key="unconditional", target="unconditional")
+    from ..cif.composition import parse_system
+
+    name = "-".join(parse_system(system))
+    return PromptSpec(composition=name, formula="", spacegroup=None, prompt=DENOVO_PROMPT, key=safe_name(name),
+                      target="system")
+
+
+def denovo_naming(name: str, text: str) -> tuple[str, str]:
+    """Return ``(formula, stem)`` of a de novo candidate: the formula its ``data_`` line
+    wrote (``""`` when none) and its file stem, the stable ``name`` then that formula and
+    the space group written, ``unconditional_7_Li4Fe4P4O16_Pnma`` (``..._unparsed`` when
+    the text names no formula)."""
+    from ..cif.extract import extract_data_formula, extract_space_group
+
+    try:
+        formula = extract_data_formula(text)
+    except CrystalforgeError:
+        return "", safe_name(f"{name}_unparsed")
+    try:
+        spacegroup = extract_space_group(text)
+    except CrystalforgeError:
+        spacegroup = None
+    return formula, safe_name(f"{name}_{spec_key(formula, spacegroup)}")
 
 
 def _check_fits(formula: str, symbol: str) -> None:

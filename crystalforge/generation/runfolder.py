@@ -261,7 +261,7 @@ def run_to_folder(
         with open(rows_path, "a") as handle:
             for candidates in pipeline.run(work, progress_bar=bar):
                 for candidate in candidates:
-                    candidate.file = f"{candidate.name}.cif"
+                    candidate.file = f"{candidate.stem}.cif"
                     atomic_write_text(out / candidate.file, candidate.text)
                     row = candidate.to_row()
                     row["relaxed_file"] = _write_relaxed(out, candidate.name, candidate.relaxed_cif)

@@ -58,14 +58,18 @@ class TokenClasses:
     loop: int
     digit_ids: tuple[int, ...] = ()  # id of the digit 0, 1, ..., 9
     digit_value: dict[int, int] = attrs.field(factory=dict)  # digit id -> its value
+    data: int = -1  # the ``data_`` token (-1: the vocabulary has none)
+    #: element id -> Pauling electronegativity (NaN for the noble gases pymatgen gives none)
+    electronegativity: dict[int, float] = attrs.field(factory=dict)
 
     @classmethod
     def from_tokenizer(cls, tokenizer) -> "TokenClasses":
         itos = tokenizer.itos
         stoi = tokenizer.stoi
+        elements = tuple(i for i, t in enumerate(itos) if re.fullmatch(r"[A-Z][a-z]?", t))
         return cls(
             vocab_size=len(itos),
-            elements=tuple(i for i, t in enumerate(itos) if re.fullmatch(r"[A-Z][a-z]?", t)),
+            elements=elements,
             digits=tuple(i for i, t in enumerate(itos) if re.fullmatch(r"[0-9]", t)),
             space_groups=tuple(i for i, t in enumerate(itos) if t.endswith("_sg")),
             keywords={i: t for i, t in enumerate(itos) if t.startswith("_")},
@@ -73,7 +77,25 @@ class TokenClasses:
             quote=stoi["'"], loop=stoi["loop_"],
             digit_ids=tuple(stoi[str(d)] for d in range(10)),
             digit_value={stoi[str(d)]: d for d in range(10)},
+            data=stoi.get("data_", -1),
+            electronegativity=_electronegativities(itos, elements),
         )
+
+
+def _electronegativities(itos: Sequence[str], elements: Sequence[int]) -> dict[int, float]:
+    import warnings
+
+    from pymatgen.core.periodic_table import Element
+
+    values = {}
+    with warnings.catch_warnings():  # pymatgen warns for the noble gases, which have none
+        warnings.simplefilter("ignore")
+        for i in elements:
+            try:
+                values[i] = float(Element(itos[i]).X)
+            except ValueError:
+                values[i] = float("nan")
+    return values
 
 
 def token_group(classes: TokenClasses, name: str | int) -> tuple[int, ...]:
@@ -96,11 +118,18 @@ class LineState:
 
     __slots__ = ("classes", "first", "last", "length", "section", "in_header", "site_rows", "loop_keys",
                  "column", "column_length", "has_dot", "stoichiometry", "forced", "remaining", "row_element",
-                 "field_value")
+                 "field_value", "data_line", "formula_used", "formula_total", "max_atoms", "formula_last")
 
-    def __init__(self, classes: TokenClasses, stoichiometry: "Stoichiometry | None" = None) -> None:
+    def __init__(self, classes: TokenClasses, stoichiometry: "Stoichiometry | None" = None,
+                 max_atoms: int = 0) -> None:
         self.classes = classes
         self.stoichiometry = stoichiometry
+        # the data_ line, while the model writes it (de novo prompts end in ``data_``)
+        self.data_line = False
+        self.formula_used: frozenset[int] = frozenset()  # elements the data_ line has named
+        self.formula_total = 0  # atoms of the data_ line's finished element counts
+        self.formula_last: int | None = None  # the data_ line's last element
+        self.max_atoms = max_atoms  # most atoms the data_ line may add up to (0: no bound)
         self.forced: list[int] = []  # tokens the rest of this line must be (stoichiometry)
         # atoms of each element (token id) not yet placed by a site row
         self.remaining: dict[int, int] = dict(stoichiometry.counts) if stoichiometry else {}
@@ -119,6 +148,10 @@ class LineState:
 
     def feed(self, token: int) -> None:
         c = self.classes
+        if self.data_line:
+            self._feed_data_line(token)
+        elif token == c.data and self.length == 0 and self.last is None:
+            self.data_line = True
         if self.forced:
             # a forced line is followed exactly; a row that left it (masks off) is let go
             self.forced = self.forced[1:] if token == self.forced[0] else []
@@ -162,6 +195,47 @@ class LineState:
             self.field_value = self.field_value * 10 + digit if digit is not None else 0
         self.last = token
         self.length += 1
+
+    def _feed_data_line(self, token: int) -> None:
+        c = self.classes
+        if token in c.digit_value:
+            return  # the count is read from field_value when it ends
+        if self.field_value:
+            self.formula_total += self.field_value
+        if token == c.newline:
+            self.data_line = False
+        else:
+            self.formula_used = self.formula_used | {token}
+            self.formula_last = token
+
+    def adopt(self, stoichiometry: "Stoichiometry") -> None:
+        """Follow ``stoichiometry`` from now on (a data_ line the model has just written)."""
+        self.stoichiometry = stoichiometry
+        self.remaining = dict(stoichiometry.counts)
+
+    def data_line_mask(self) -> Mask | None:
+        """Return what may come next on a data_ line the model writes (None: not on one).
+
+        The line is element symbols each followed by a whole count (no leading zero, each
+        element once, in order of rising electronegativity), as the training form writes
+        the cell formula (pymatgen's ``Composition.formula``); with ``max_atoms`` the
+        counts add up to at most that.
+        """
+        if not self.data_line:
+            return None
+        c = self.classes
+        budget = self.max_atoms - self.formula_total if self.max_atoms else 10**9
+        floor = c.electronegativity.get(self.formula_last, float("nan")) if self.formula_last is not None else None
+        # NaN compares false, so a noble gas neither sets nor obeys the order
+        elements = tuple(e for e in c.elements if e not in self.formula_used
+                         and (floor is None or not c.electronegativity[e] < floor))
+        if self.last == c.data:
+            return elements
+        if self.last not in c.digit_value:  # after an element symbol: its count, at least 1
+            return tuple(c.digit_ids[d] for d in range(1, min(9, budget) + 1))
+        value = self.field_value
+        digits = tuple(c.digit_ids[d] for d in range(10) if value * 10 + d <= budget)
+        return (*digits, *(elements if value < budget else ()), "newline")
 
     def _multiplicity_column(self) -> int | None:
         try:

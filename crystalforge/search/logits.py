@@ -31,6 +31,15 @@ comma-separated list, ``both`` for composition + grammar, ``all`` for the three)
     CIF cannot end while atoms are missing. The model still chooses the cell, the
     sites' Wyckoff multiplicities and every coordinate.
 
+De novo prompts (``data_`` alone, ``crystalforge run --unconditional`` / ``--system``):
+while the model writes the ``data_`` line, ``grammar`` keeps it in the training form
+(element symbols in rising electronegativity, each once, each with a count); when the
+line ends, ``composition`` and ``stoichiometry`` follow the formula written as they
+follow a prompt's. Two settings apply whatever ``constrain`` says: ``elements`` (a
+chemical system, ``Li-Fe-P-O``: every other element token is masked at every position,
+never relaxed) and ``max_atoms`` (the counts of a ``data_`` line the model writes add up
+to at most that).
+
 A processor is bound to a batch with ``start(row_prompts)`` and then follows each row
 token by token (see :class:`crystalforge.search.decode.BoundProcessor`). Masks never
 remove every token of a row: if they would, the row is left unconstrained for that step.
@@ -43,6 +52,7 @@ from typing import Sequence
 import attrs
 import torch
 
+from ..cif.composition import parse_system
 from .grammar import (FREE, LineState, Mask, Stoichiometry, TokenClasses, first_line, prompt_elements,
                       token_group)
 
@@ -64,18 +74,29 @@ class CIFConstraints:
         grammar: apply the line grammar (see the module docstring).
         stoichiometry: force the formula lines and Z, and make site multiplicities add up
             to the prompt's formula (see the module docstring).
+        elements: the chemical system: element symbols allowed anywhere in the text, every
+            other element token masked at every position (empty: no restriction).
+        max_atoms: most atoms the formula of a data_ line the model writes may add up to
+            (0: no bound).
     """
 
     tokenizer: object
     composition: bool = True
     grammar: bool = True
     stoichiometry: bool = False
+    elements: tuple[str, ...] = attrs.field(default=(), converter=lambda v: _symbols(v))
+    max_atoms: int = 0
     classes: TokenClasses = attrs.field(init=False)
     _rows: dict = attrs.field(init=False, factory=dict, repr=False)
     _stoichiometries: dict = attrs.field(init=False, factory=dict, repr=False)
+    _system: torch.Tensor | None = attrs.field(init=False, default=None, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self.classes = TokenClasses.from_tokenizer(self.tokenizer)
+        if self.elements:
+            self._system = torch.ones(self.classes.vocab_size, dtype=torch.bool)
+            self._system[list(self.classes.elements)] = False
+            self._system[[self.tokenizer.stoi[e] for e in self.elements]] = True
 
     def mask_row(self, mask: Mask) -> torch.Tensor:
         """Return the ``[V]`` bool row allowing the token groups of ``mask`` (cached)."""
@@ -100,31 +121,44 @@ class CIFConstraints:
 
 
 class BoundCIFConstraints:
-    """:class:`CIFConstraints` following one batch of rows."""
+    """:class:`CIFConstraints` following one batch of rows.
+
+    A row whose prompt ends inside its ``data_`` line (``data_`` alone: de novo
+    generation) gets the composition and stoichiometry constraints of the formula it
+    writes, from the newline that ends that line on.
+    """
 
     def __init__(self, spec: CIFConstraints, row_prompts: list[list[int]]) -> None:
         self.spec = spec
         self.classes = spec.classes
+        newline = self.classes.newline
         self.states = []
+        # tokens of each row's data_ line while it is still being written, else None
+        self.pending: list[list[int] | None] = []
         for prompt in row_prompts:
-            state = LineState(self.classes, spec.stoichiometry_of(prompt) if spec.stoichiometry else None)
+            complete = newline in prompt
+            self.pending.append(None if complete else list(prompt))
+            stoichiometry = spec.stoichiometry_of(prompt) if spec.stoichiometry and complete else None
+            state = LineState(self.classes, stoichiometry, max_atoms=spec.max_atoms)
             for token in prompt:
                 state.feed(token)
             self.states.append(state)
         self.element_mask: torch.Tensor | None = None
         if spec.composition:
             forbidden = torch.zeros(len(row_prompts), self.classes.vocab_size, dtype=torch.bool)
-            all_elements = torch.tensor(self.classes.elements, dtype=torch.long)
             for row, prompt in enumerate(row_prompts):
-                allowed = prompt_elements(prompt, self.classes)
-                if allowed:  # no formula in the prompt: nothing to constrain by
-                    forbidden[row, all_elements] = True
-                    forbidden[row, sorted(allowed)] = False
+                if newline in prompt:
+                    self._only(forbidden, row, prompt_elements(prompt, self.classes))
             self.element_mask = ~forbidden  # [B, V] True = allowed
+
+    def _only(self, forbidden: torch.Tensor, row: int, allowed: set[int]) -> None:
+        if allowed:  # no formula: nothing to constrain by
+            forbidden[row, list(self.classes.elements)] = True
+            forbidden[row, sorted(allowed)] = False
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         allowed = torch.ones_like(logits, dtype=torch.bool)
-        if self.spec.grammar or self.spec.stoichiometry:
+        if self.spec.grammar or self.spec.stoichiometry or self.spec.max_atoms:
             allowed = torch.stack([self._row_mask(s) for s in self.states]).to(logits.device)
         if self.element_mask is not None:
             allowed = allowed & self.element_mask.to(logits.device)
@@ -132,21 +166,50 @@ class BoundCIFConstraints:
         empty = ~allowed.any(dim=-1)
         if bool(empty.any()):
             allowed[empty] = True
+        if self.spec._system is not None:  # the chemical system is never relaxed
+            allowed = allowed & self.spec._system.to(logits.device)
+            empty = ~allowed.any(dim=-1)
+            if bool(empty.any()):
+                allowed[empty] = self.spec._system.to(logits.device)
         return logits.masked_fill(~allowed, float("-inf"))
 
     def _row_mask(self, state: LineState) -> torch.Tensor:
         row = self.spec.mask_row(state.mask() if self.spec.grammar else FREE)
-        extra = state.stoichiometry_mask()
-        return row if extra is None else row & self.spec.mask_row(extra)
+        for extra in (state.stoichiometry_mask(), state.data_line_mask()):
+            if extra is not None:
+                row = row & self.spec.mask_row(extra)
+        return row
 
     def advance(self, tokens: list[int]) -> None:
-        for state, token in zip(self.states, tokens):
+        for row, (state, token) in enumerate(zip(self.states, tokens)):
             state.feed(token)
+            line = self.pending[row]
+            if line is None:
+                continue
+            line.append(token)
+            if token == self.classes.newline:  # the row has written its formula: follow it
+                self.pending[row] = None
+                if self.element_mask is not None:
+                    forbidden = ~self.element_mask
+                    self._only(forbidden, row, prompt_elements(line, self.classes))
+                    self.element_mask = ~forbidden
+                if self.spec.stoichiometry:
+                    stoichiometry = self.spec.stoichiometry_of(line)
+                    if stoichiometry is not None:
+                        state.adopt(stoichiometry)
 
     def keep(self, rows: list[int]) -> None:
         self.states = [self.states[r] for r in rows]
+        self.pending = [self.pending[r] for r in rows]
         if self.element_mask is not None:
             self.element_mask = self.element_mask[rows]
+
+
+def _symbols(elements: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Return the symbols of a chemical system given as ``"Li-Fe-P-O"`` or as a list."""
+    if isinstance(elements, str):
+        return parse_system(elements) if elements.strip() else ()
+    return tuple(elements or ())
 
 
 def parse_constraints(constrain: str) -> tuple[str, ...]:
@@ -170,14 +233,21 @@ def parse_constraints(constrain: str) -> tuple[str, ...]:
     return tuple(n for n in CONSTRAINT_NAMES if n in names)
 
 
-def make_processor(constrain: str, tokenizer) -> CIFConstraints | None:
-    """Return the processor for a ``constrain`` value, or None for ``"none"``.
+def make_processor(constrain: str, tokenizer, elements: str | Sequence[str] = "",
+                   max_atoms: int = 0) -> CIFConstraints | None:
+    """Return the processor for a ``constrain`` value, a chemical system and an atom bound,
+    or None when nothing is constrained.
+
+    ``elements`` (a chemical system such as ``"Li-Fe-P-O"`` or a list of symbols) and
+    ``max_atoms`` apply whatever ``constrain`` says (``none`` included).
 
     Raises:
         ValueError: ``constrain`` names an unknown constraint (see :func:`parse_constraints`).
+        CompositionError: ``elements`` is not a chemical system the tokenizer can write.
     """
     names = parse_constraints(constrain)
-    if not names:
+    symbols = _symbols(elements)
+    if not names and not symbols and not max_atoms:
         return None
     return CIFConstraints(tokenizer, composition="composition" in names, grammar="grammar" in names,
-                          stoichiometry="stoichiometry" in names)
+                          stoichiometry="stoichiometry" in names, elements=symbols, max_atoms=int(max_atoms or 0))

@@ -49,6 +49,40 @@ def _check_constrain(instance, attribute, value) -> None:
         raise OptionError(f"Option 'constrain': {exc}") from None
 
 
+def _check_elements(instance, attribute, value) -> None:
+    from ..errors import CompositionError
+    from ..cif.composition import parse_system
+
+    if value:
+        try:
+            parse_system(value)
+        except CompositionError as exc:
+            raise OptionError(f"Option 'elements': {exc}") from None
+
+
+def _elements_field():
+    return attrs.field(
+        default="",
+        validator=_check_elements,
+        metadata={"help": "chemical system, e.g. Li-Fe-P-O: no other element token anywhere in the text "
+                          "(any subset may appear; '' = no restriction); applies whatever constrain says"},
+    )
+
+
+def _max_atoms_field():
+    return attrs.field(
+        default=0,
+        validator=_non_negative_int,
+        metadata={"help": "most atoms per cell of a formula the model writes itself (de novo prompts "
+                          "ending in data_; 0 = no bound)"},
+    )
+
+
+def _non_negative_int(instance, attribute, value) -> None:
+    if value < 0:
+        raise OptionError(f"Option '{attribute.name}' must be >= 0, got {value}")
+
+
 def _max_new_tokens_field():
     return attrs.field(
         default=3000,
@@ -120,7 +154,7 @@ class _Sampling:
         work = [(p, i) for p, idx in enumerate(wanted) for i in idx]
         results: list[list[Sample]] = [[] for _ in prompts]
         pick = self.picker()
-        processor = make_processor(self.constrain, tokenizer)
+        processor = make_processor(self.constrain, tokenizer, self.elements, self.max_atoms)
         bar = tqdm(total=len(work), desc="generating", unit="structure", disable=not progress, dynamic_ncols=True)
         try:
             for start in range(0, len(work), batch_size):
@@ -157,6 +191,8 @@ class RandomSampling(_Sampling):
     temperature: float = _temperature_field()
     max_new_tokens: int = _max_new_tokens_field()
     constrain: str = _constrain_field()
+    elements: str = _elements_field()
+    max_atoms: int = _max_atoms_field()
 
     def picker(self) -> PickNext:
         return make_picker(temperature=self.temperature)
@@ -170,6 +206,8 @@ class TopKSampling(_Sampling):
     top_k: int = attrs.field(default=10, validator=_positive, metadata={"help": "number of most likely tokens kept"})
     max_new_tokens: int = _max_new_tokens_field()
     constrain: str = _constrain_field()
+    elements: str = _elements_field()
+    max_atoms: int = _max_atoms_field()
 
     def picker(self) -> PickNext:
         return make_picker(temperature=self.temperature, top_k=self.top_k)
@@ -190,6 +228,8 @@ class TopPSampling(_Sampling):
     )
     max_new_tokens: int = _max_new_tokens_field()
     constrain: str = _constrain_field()
+    elements: str = _elements_field()
+    max_atoms: int = _max_atoms_field()
 
     def picker(self) -> PickNext:
         return make_picker(temperature=self.temperature, top_p=self.top_p)
@@ -201,6 +241,8 @@ class GreedyDecoding(_Sampling):
 
     max_new_tokens: int = _max_new_tokens_field()
     constrain: str = _constrain_field()
+    elements: str = _elements_field()
+    max_atoms: int = _max_atoms_field()
 
     def picker(self) -> PickNext:
         return make_picker(greedy=True)

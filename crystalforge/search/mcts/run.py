@@ -51,7 +51,8 @@ class TreeRun(PrefixStates, TreeBuilder, Judge):
                 f"prompt has {len(self.prompt_ids)} tokens but the model's context window is {self.block_size}")
         self.budget = len(self.prompt_ids) + strategy.max_new_tokens  # most tokens of a candidate
         self.pick = make_picker(temperature=strategy.temperature, top_k=strategy.top_k)
-        self.processor = make_processor(getattr(strategy, "constrain", "none"), tokenizer)
+        self.processor = make_processor(getattr(strategy, "constrain", "none"), tokenizer,
+                                        getattr(strategy, "elements", ""), getattr(strategy, "max_atoms", 0))
         self.rewards = RewardModel(k=strategy.reward_k,
                                    lower_is_better=scorer_lower_is_better(scorer))
         self.sg_tokens = self._space_group_prefix()

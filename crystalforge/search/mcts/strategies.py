@@ -11,7 +11,8 @@ import torch
 from ...errors import OptionError
 from ...generation.ranking import scorer_lower_is_better
 from ..base import Sample
-from ..sampling import _check_constrain, _positive  # the option checks sampling declares too
+from ..sampling import (_check_constrain, _elements_field, _max_atoms_field,  # the options sampling declares too
+                        _positive)
 from .evaluation import best_evaluations, write_results
 from .run import TreeRun
 from .tree import Node, epsilon_greedy_select, puct_select, uct_select
@@ -54,6 +55,8 @@ class TreeSearch:
                               metadata={"help": "best candidates returned per prompt (0: n)"})
     constrain: str = attrs.field(default="all", validator=_check_constrain, metadata={
         "help": "logits masks of priors and rollouts, as the sampling strategies' constrain option"})
+    elements: str = _elements_field()
+    max_atoms: int = _max_atoms_field()
     cache_nodes: int = attrs.field(default=16, validator=_positive,
                                    metadata={"help": "tree nodes whose KV cache is kept (memory vs speed)"})
     results_path: str = attrs.field(default="", metadata={"help": "CSV of every scored rollout ('' : none)"})
