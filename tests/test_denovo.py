@@ -29,7 +29,7 @@ from crystalforge.search.sampling import TopKSampling
 TOK = default_tokenizer()
 CLASSES = TokenClasses.from_tokenizer(TOK)
 ELEMENT_IDS = set(CLASSES.elements)
-FAST = ["-o", "max_new_tokens=60"]
+FAST = ["-O", "max_new_tokens=60"]
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_bad_system_is_one_line_error(text, message):
     (["--unconditional", "-s", "Pm-3m"], "leaves the space group and Z to the model"),
     (["CaTiO3", "--max-atoms", "10"], "max_atoms bounds de novo generation only"),
     (["--unconditional", "--max-atoms", "0"], "max_atoms must be a whole number of at least 1"),
-    (["--system", "Li-O", "-o", "elements=Na-Cl"], "disagrees with the de novo target"),
+    (["--system", "Li-O", "-O", "elements=Na-Cl"], "disagrees with the de novo target"),
 ])
 def test_cli_bad_de_novo_input_is_one_line_exit_1(plugin_manager, tmp_path, args, message):
     result = invoke(plugin_manager, ["run", *args, "--model", str(tmp_path / "missing.pt"),
