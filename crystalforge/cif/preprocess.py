@@ -29,8 +29,12 @@ _DATA_LINE_RE = re.compile(r"^[ \t]*data_.*$", re.M)
 _SPACE_GROUP_LINE_RE = re.compile(r"^[ \t]*_symmetry_space_group_name_H-M", re.M)
 
 
-def parse_structure(cif: str):
+def parse_structure(cif: str, parser=None):
     """Return the first pymatgen ``Structure`` of a CIF text.
+
+    ``parser`` is pymatgen's ``CifParser`` of this very text when the caller has one
+    already (the validators share theirs); the result is the same as
+    ``Structure.from_str(cif, fmt="cif")``, which parses the text again.
 
     Raises:
         CIFError: the text is empty, holds a value that could crash the parser (see
@@ -45,7 +49,11 @@ def parse_structure(cif: str):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            structure = Structure.from_str(cif, fmt="cif")
+            if parser is None:
+                structure = Structure.from_str(cif, fmt="cif")
+            else:  # what Structure.from_str does after its own CifParser.from_str
+                first = parser.parse_structures(primitive=False)[0]
+                structure = Structure.from_sites(first, properties=first.properties)
     except Exception as exc:  # pymatgen raises many kinds on malformed input
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CIFError(f"pymatgen cannot read the CIF: {detail[:200]}") from None

@@ -123,11 +123,7 @@ def cif_blocks(context: "ValidationContext") -> list[dict[str, Any]]:
     """
     if "cif_blocks" not in context.cache:
         try:
-            from pymatgen.io.cif import CifParser
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                blocks = list(CifParser.from_str(context.cif).as_dict().values())
+            blocks = list(context.cif_parser().as_dict().values())
             context.cache["cif_blocks"] = blocks if blocks else CIFError("CIF has no data block")
         except Exception as exc:  # noqa: BLE001 - any parser failure fails the checks that need it
             context.cache["cif_blocks"] = CIFError(f"pymatgen cannot read the CIF: {_first_line(exc)}")
@@ -263,15 +259,18 @@ class BondLengthReasonableness:
     def _count(self, structure) -> tuple[int, int, str | None]:
         """Return ``(reasonable bonds, counted bonds, worst bond)`` over the whole cell.
 
-        CrystalNN runs once per set of symmetry-equivalent sites (see
-        :func:`equivalent_site_groups`) and each bond counts as often as the set has sites:
-        the same totals as a pass over every site, in a fraction of the time.
+        CrystalNN's neighbours (:class:`~crystalforge.validation.neighbours.NeighbourFinder`,
+        the same set as ``CrystalNN().get_nn_info``) are found once per set of
+        symmetry-equivalent sites (see :func:`equivalent_site_groups`) and each bond counts
+        as often as the set has sites: the same totals as a pass over every site, in a
+        fraction of the time.
         """
         import numpy as np
-        from pymatgen.analysis.local_env import CrystalNN
         from pymatgen.util.coord import pbc_shortest_vectors
 
-        finder = CrystalNN()
+        from .neighbours import NeighbourFinder
+
+        finder = NeighbourFinder(structure)
         lattice = structure.lattice
         reasonable = total = 0
         worst, worst_gap = None, -1.0
@@ -279,14 +278,14 @@ class BondLengthReasonableness:
             warnings.simplefilter("ignore")
             for index, weight in equivalent_site_groups(structure):
                 site = structure[index]
-                neighbours = [n["site"] for n in finder.get_nn_info(structure, index) if n["site_index"] != index]
+                neighbours = [(j, coords) for j, coords in finder.neighbours(index) if j != index]
                 if not neighbours:
                     continue
                 _, squared = pbc_shortest_vectors(lattice, site.frac_coords,
-                                                  np.array([n.frac_coords for n in neighbours]), return_d2=True)
+                                                  np.array([coords for _, coords in neighbours]), return_d2=True)
                 own = site.specie
-                for other_site, length in zip(neighbours, np.sqrt(squared[0])):
-                    other = other_site.specie
+                for (j, _), length in zip(neighbours, np.sqrt(squared[0])):
+                    other = structure[j].specie
                     expected = expected_bond_length(own, other, self.ionic_difference)
                     ratio = length / np.float64(expected)
                     if "H" in (own.symbol, other.symbol):
