@@ -91,6 +91,22 @@ def _oxidation_states(structure) -> dict[str, float] | None:
     return {symbol: sum(values) / len(values) for symbol, values in totals.items()}
 
 
+def unknown_species(species) -> list[str]:
+    """Return the sorted symbols in ``species`` that are not a real chemical element.
+
+    Plain elements and oxidation-state-decorated species (``Ca2+``, whose element is Ca)
+    are known; dummy species (``X``, ``Xx0+``) and anything else are not.
+    """
+    from pymatgen.core import DummySpecies, Element
+
+    unknown = set()
+    for specie in species:
+        element = specie if isinstance(specie, Element) else getattr(specie, "element", None)
+        if isinstance(specie, DummySpecies) or not isinstance(element, Element):
+            unknown.add(str(getattr(specie, "symbol", specie)))
+    return sorted(unknown)
+
+
 def structure_to_canonical(structure) -> str:
     """Return the canonical training CIF of a pymatgen ``Structure``.
 
@@ -98,11 +114,9 @@ def structure_to_canonical(structure) -> str:
         CIFError: unknown elements, an unsafe structure (non-finite or degenerate cell,
             too many sites), symmetry analysis fails or ``_cell_formula_units_Z`` is 0.
     """
-    from pymatgen.core import Element
     from pymatgen.io.cif import CifWriter
 
-    unknown = sorted({getattr(e, "symbol", str(e)) for e in structure.composition.elements
-                      if not isinstance(e, Element)})
+    unknown = unknown_species(structure.composition.elements)
     if unknown:
         raise CIFError(f"unknown element symbol(s): {', '.join(unknown)}")
     check_structure(structure)

@@ -64,9 +64,9 @@ def _structure_problem(context: "ValidationContext") -> str | None:
     structure = context.structure
     if structure is None:
         return context.parse_error or "CIF could not be parsed"
-    from pymatgen.core import Element
+    from ..cif.preprocess import unknown_species
 
-    unknown = sorted({getattr(e, "symbol", str(e)) for e in structure.composition.elements if not isinstance(e, Element)})
+    unknown = unknown_species(structure.composition.elements)
     if unknown:
         return f"unknown element symbol(s): {', '.join(unknown)}"
     try:
