@@ -179,3 +179,58 @@ def test_bond_check_judges_oxidation_decorated_cifs(tmp_path):
     bond = report.checks["bond_length"]
     assert "unknown element" not in bond.message
     assert bond.score is not None and 0 < bond.score <= 1
+
+
+# --- validation spread over the CPUs ----------------------------------------------------
+
+def test_auto_workers_uses_every_cpu_for_enough_work(monkeypatch):
+    from crystalforge import parallel
+
+    monkeypatch.setattr(parallel, "default_workers", lambda: 8)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert parallel.auto_workers(1000) == 8
+    assert parallel.auto_workers(12) == 12 // parallel.MIN_ITEMS_PER_WORKER
+    assert parallel.auto_workers(3) == 1 and parallel.auto_workers(0) == 1
+    assert parallel.auto_workers(1000, 3) == 3 and parallel.auto_workers(2, 5) == 2  # as asked, capped
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # four torchrun ranks on this node share the CPUs
+    assert parallel.auto_workers(1000) == 2
+
+
+class _PidCheck:
+    """A validator that says which process ran it."""
+
+    name = "pid"
+
+    def check(self, cif, context):
+        import os
+
+        from crystalforge.validation.report import CheckResult
+
+        return CheckResult("pid", True, None, str(os.getpid()), False)
+
+
+def _pids(count, workers, monkeypatch):
+    import os
+
+    from crystalforge import parallel
+    from crystalforge.generation.candidate import Candidate
+    from crystalforge.generation.pipeline import Pipeline
+
+    monkeypatch.setattr(parallel, "default_workers", lambda: 2)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    pipeline = Pipeline(model=None, tokenizer=None, strategy=None, checks=[("pid", _PidCheck(), True)],
+                        workers=workers)
+    candidates = [Candidate(composition="C", formula="C1", spacegroup=None, index=i, raw=f"data_C{i}\n")
+                  for i in range(count)]
+    pipeline._validate_all(candidates)
+    pids = {int(c.report.checks["pid"].message) for c in candidates}
+    return pids, os.getpid()
+
+
+def test_run_validates_on_all_cpus_by_default_and_small_batches_in_process(monkeypatch):
+    pids, own = _pids(3, None, monkeypatch)  # too little work to start a process for
+    assert pids == {own}
+    pids, own = _pids(16, None, monkeypatch)  # enough for both CPUs
+    assert own not in pids and len(pids) == 2
+    pids, own = _pids(16, 1, monkeypatch)  # --workers 1: in-process, as asked
+    assert pids == {own}
