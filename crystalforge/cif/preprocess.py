@@ -29,12 +29,13 @@ _DATA_LINE_RE = re.compile(r"^[ \t]*data_.*$", re.M)
 _SPACE_GROUP_LINE_RE = re.compile(r"^[ \t]*_symmetry_space_group_name_H-M", re.M)
 
 
-def parse_structure(cif: str, parser=None):
+def parse_structure(cif: str, parser=None, *, checked: bool = False):
     """Return the first pymatgen ``Structure`` of a CIF text.
 
     ``parser`` is pymatgen's ``CifParser`` of this very text when the caller has one
     already (the validators share theirs); the result is the same as
-    ``Structure.from_str(cif, fmt="cif")``, which parses the text again.
+    ``Structure.from_str(cif, fmt="cif")``, which parses the text again. ``checked``: the
+    caller has run :func:`crystalforge.cif.safety.check_cif_text` on this text already.
 
     Raises:
         CIFError: the text is empty, holds a value that could crash the parser (see
@@ -45,7 +46,8 @@ def parse_structure(cif: str, parser=None):
 
     if not cif or not cif.strip():
         raise CIFError("empty CIF")
-    check_cif_text(cif)  # values that crash spglib/NumPy are refused before pymatgen runs
+    if not checked:
+        check_cif_text(cif)  # values that crash spglib/NumPy are refused before pymatgen runs
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

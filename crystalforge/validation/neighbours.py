@@ -44,6 +44,15 @@ FIRST_POINTS = 24
 REACH_MARGIN = 1e-6
 
 
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cross products of two (n, 3) arrays (``np.cross`` without its axis handling)."""
+    out = np.empty_like(a)
+    out[:, 0] = a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1]
+    out[:, 1] = a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2]
+    out[:, 2] = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
+    return out
+
+
 def _crystalnn_fallback(structure, index: int) -> list[tuple[int, np.ndarray]]:
     from pymatgen.analysis.local_env import CrystalNN
 
@@ -151,15 +160,15 @@ class NeighbourFinder:
         tri_face = np.asarray(tri_face)
         d0, di, dj = (vertices[np.asarray(t)] - center for t in (tri_a, tri_b, tri_c))
         r0, ri, rj = (np.sqrt(np.einsum("ij,ij->i", d, d)) for d in (d0, di, dj))
-        tp = np.abs(np.einsum("ij,ij->i", d0, np.cross(di, dj)))
+        tp = np.abs(np.einsum("ij,ij->i", d0, _cross(di, dj)))
         de = (r0 * ri * rj + rj * np.einsum("ij,ij->i", d0, di) + ri * np.einsum("ij,ij->i", d0, dj)
               + r0 * np.einsum("ij,ij->i", di, dj))
         with np.errstate(divide="ignore", invalid="ignore"):
             angle = np.where(de == 0, np.where(tp > 0, 0.5 * math.pi, -0.5 * math.pi), np.arctan(tp / de))
         angle = np.where(angle > 0, angle, angle + math.pi) * 2
-        volume = np.abs(np.einsum("ij,ij->i", center - vertices[np.asarray(tri_c)],
-                                  np.cross(vertices[np.asarray(tri_a)] - vertices[np.asarray(tri_c)],
-                                           vertices[np.asarray(tri_b)] - vertices[np.asarray(tri_c)]))) / 6
+        corner = vertices[np.asarray(tri_c)]
+        volume = np.abs(np.einsum("ij,ij->i", center - corner, _cross(vertices[np.asarray(tri_a)] - corner,
+                                                                      vertices[np.asarray(tri_b)] - corner))) / 6
         solid = np.zeros(len(faces))
         vol = np.zeros(len(faces))
         np.add.at(solid, tri_face, angle)

@@ -122,7 +122,8 @@ class ValidationContext:
                                  f"{MAX_EXPANDED_POSITIONS} positions this validator expands")
             return
         try:
-            self._structure = parse_structure(self.cif, parser=self._shared_parser())
+            parser = self._shared_parser()
+            self._structure = parse_structure(self.cif, parser=parser, checked=parser is not None)
             self._parse_error = None
         except CrystalforgeError as exc:
             self._parse_error = str(exc)
@@ -130,14 +131,14 @@ class ValidationContext:
             self._parse_error = f"CIF could not be parsed ({type(exc).__name__}: {exc})"[:300]
 
     def _shared_parser(self):
-        """The shared ``CifParser``, or None where it failed (``parse_structure`` then says why)."""
-        if self._parser is None:
-            from ..cif.safety import check_cif_text
+        """The shared ``CifParser`` of a text that passed ``check_cif_text``, or None
+        (``parse_structure`` then says why)."""
+        from ..cif.safety import check_cif_text
 
-            try:
-                check_cif_text(self.cif)  # no parser runs on values that could stall or crash it
-            except Exception:  # noqa: BLE001 - parse_structure reports it
-                return None
+        try:
+            check_cif_text(self.cif)  # no structure is built from values that could crash C code
+        except Exception:  # noqa: BLE001 - parse_structure reports it
+            return None
         try:
             return self.cif_parser()
         except Exception:  # noqa: BLE001 - parse_structure reports it
