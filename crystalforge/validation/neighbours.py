@@ -7,13 +7,15 @@ site it builds PeriodicNeighbor objects for every atom within 7 A, tessellates a
 (about 100 points for a perovskite, 250 for a carbon cell), walks every ridge of the
 tessellation in Python and looks each neighbour's image up again.
 
-:func:`crystalnn_neighbours` gives the same neighbour set from the same definition:
+:meth:`NeighbourFinder.neighbours` gives the same neighbour set from the same definition:
 
 - The Voronoi cell of the site only depends on atoms closer than twice its farthest
-  vertex. The tessellation first runs on the atoms within half the search radius; when
-  the site's cell is closed and every vertex lies within half that radius of the site,
-  no farther atom can cut it, so the cell is the one CrystalNN's full tessellation gives.
-  Otherwise it runs on every atom within the search radius, exactly CrystalNN's input.
+  vertex. The tessellation first runs on the nearest atoms (a sphere holding about
+  :data:`FIRST_POINTS` of them); when the site's cell is closed and no atom left out lies
+  within twice its farthest vertex, no farther atom can cut it, so the cell is the one
+  CrystalNN's tessellation of every atom within 7 A gives. When some may, it runs again
+  on the atoms within that distance (more atoms only shrink the cell, so that is enough),
+  and on every atom within 7 A -- exactly CrystalNN's input -- when that is no smaller.
 - Face solid angles, areas and the weights (solid angle over the largest, times solid
   angle over area, times ``1 + 3 sqrt(|dX| / 3.3)``, renormalised, times the smooth
   distance cutoff over pymatgen's own radii, rounded to 3 decimals) are computed for all
