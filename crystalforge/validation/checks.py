@@ -55,9 +55,11 @@ def structure_problem(context: "ValidationContext") -> str | None:
     :data:`MIN_CELL_HEIGHT` and less than :data:`MIN_VOLUME_PER_ATOM` per atom, so CrystalNN
     and spglib cannot hang on them.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return _structure_problem(context)
+    if "structure_problem" not in context.cache:  # the bond and space-group checks both ask
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            context.cache["structure_problem"] = _structure_problem(context)
+    return context.cache["structure_problem"]
 
 
 def _structure_problem(context: "ValidationContext") -> str | None:
