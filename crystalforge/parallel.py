@@ -44,6 +44,31 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+#: fewest items per worker process when the number of workers is chosen automatically:
+#: starting a process costs about as much as validating a few CIFs
+MIN_ITEMS_PER_WORKER = 4
+
+
+def auto_workers(items: int, requested: int | None = None) -> int:
+    """Return how many worker processes to use for ``items`` items of work.
+
+    ``requested`` (a user's ``--workers``) is used as given, capped at the item count.
+    ``None`` picks every CPU this process may use (shared out among the ranks of a
+    ``torchrun`` on this node, ``LOCAL_WORLD_SIZE``), but no more than one worker per
+    :data:`MIN_ITEMS_PER_WORKER` items: small jobs start one worker, or none where the
+    caller runs a lone worker's items in-process.
+    """
+    if requested is not None:
+        return max(1, min(int(requested), max(1, items)))
+    cpus = default_workers()
+    try:
+        ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    except ValueError:
+        ranks = 1
+    cpus = max(1, cpus // max(1, ranks))
+    return max(1, min(cpus, items // MIN_ITEMS_PER_WORKER))
+
+
 def _call(args: tuple[Callable[[Any], Any], Any]) -> tuple[bool, Any]:
     function, item = args
     try:

@@ -121,8 +121,17 @@ def _verdicts(cif: str) -> dict:
     return out
 
 
-def _record(item: tuple[str, str, str, str | None]) -> dict:
+def _record(item: tuple[str, str, str | None, str | None]) -> dict:
+    """Judge one CIF; a real row (``cif`` None) goes through the benchmark chain here, in the worker."""
     record_id, source, cif, raw = item
+    if cif is None:
+        from crystalforge.cif.postprocess import postprocess_cif
+        from crystalforge.cif.preprocess import preprocess_cif
+
+        try:
+            cif = postprocess_cif(preprocess_cif(raw))
+        except Exception as exc:  # noqa: BLE001 - a row the chain refuses has no CIF to judge
+            return {"id": record_id, "source": source, "skipped": f"{type(exc).__name__}: {exc}"[:160]}
     record = {"id": record_id, "source": source, "cif": cif, **_verdicts(cif)}
     if raw is not None:
         from crystalforge.cif.preprocess import preprocess_cif
@@ -134,11 +143,13 @@ def _record(item: tuple[str, str, str, str | None]) -> dict:
     return record
 
 
-def real_items(data: Path, per_dataset: int | None, seed: int) -> list[tuple[str, str, str, str]]:
-    """Return ``(id, source, chain CIF, raw CIF)`` for the chosen rows of each dataset."""
-    from crystalforge.cif.postprocess import postprocess_cif
-    from crystalforge.cif.preprocess import preprocess_cif
+def real_items(data: Path, per_dataset: int | None, seed: int, exclude: set[str] = frozenset(),
+               shuffle: bool = False) -> list[tuple[str, str, None, str]]:
+    """Return ``(id, source, None, raw CIF)`` for the chosen rows of each dataset.
 
+    Rows whose id is in ``exclude`` (already pinned) are left out. With ``shuffle`` the rows come
+    in a seeded random order, so a run stopped part way has judged a random sample of them.
+    """
     csv.field_size_limit(2**31 - 1)
     items = []
     for dataset in DATASETS:
@@ -149,9 +160,30 @@ def real_items(data: Path, per_dataset: int | None, seed: int) -> list[tuple[str
             indices = sorted(random.Random(f"{seed}:{dataset}").sample(indices, per_dataset))
         for index in indices:
             row = rows[index]
-            cif = postprocess_cif(preprocess_cif(row["cif"]))
-            items.append((f"{dataset}/val.csv:{index}:{row['material_id']}", dataset, cif, row["cif"]))
+            record_id = f"{dataset}/val.csv:{index}:{row['material_id']}"
+            if record_id not in exclude:
+                items.append((record_id, dataset, None, row["cif"]))
+    if shuffle:
+        random.Random(f"{seed}:order").shuffle(items)
     return items
+
+
+def read_records(path: Path) -> list[dict]:
+    """Return the records of a ``.jsonl.gz`` golden file or a plain ``.partial`` side file."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as handle:
+        return [record for record in map(json.loads, filter(str.strip, handle)) if "_meta" not in record]
+
+
+def write_records(path: Path, meta: dict, records: list[dict]) -> None:
+    """Write ``records`` (sorted by id, skipped rows left out) as gzipped JSON lines, atomically."""
+    temporary = path.with_suffix(".tmp")
+    with gzip.open(temporary, "wt", compresslevel=9) as handle:
+        handle.write(json.dumps({"_meta": meta}) + "\n")
+        for record in sorted(records, key=lambda r: r["id"]):
+            if "skipped" not in record:
+                handle.write(json.dumps(record, sort_keys=True) + "\n")
+    temporary.replace(path)
 
 
 def candidate_items(folder: Path) -> list[tuple[str, str, str, None]]:
@@ -180,6 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="validity records (.jsonl.gz)")
     parser.add_argument("--atom-props", type=Path, help="atom-property blocks (.json)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--exclude", type=Path, action="append", default=[],
+                        help="golden file whose ids are already pinned and are skipped")
+    parser.add_argument("--shuffle", action="store_true",
+                        help="judge the rows in a seeded random order (a stopped run holds a random sample)")
+    parser.add_argument("--from-partial", type=Path, action="append", default=[],
+                        help="write --out from the .partial side file(s) of a stopped run instead of running")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))
     warnings.simplefilter("ignore")
@@ -190,8 +228,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.atom_props:
         blocks = {"_meta": meta, **atom_props(args.crystallm)}
         args.atom_props.write_text(json.dumps(blocks, indent=1, sort_keys=True) + "\n")
-    if args.out:
-        items = real_items(args.data, args.per_dataset, args.seed) if args.data else []
+    if args.out and args.from_partial:
+        records = [r for path in args.from_partial for r in read_records(path)]
+        write_records(args.out, {**meta, "stopped_run": True}, records)
+        skipped = sum("skipped" in r for r in records)
+        print(f"{len(records) - skipped} records ({skipped} skipped) -> {args.out}", file=sys.stderr)
+    elif args.out:
+        exclude = {r["id"] for path in args.exclude for r in read_records(path)}
+        items = real_items(args.data, args.per_dataset, args.seed, exclude, args.shuffle) if args.data else []
         for folder in args.candidates:
             items += candidate_items(folder)
         start = time.monotonic()
@@ -206,12 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                 side.flush()
                 if done % 50 == 0:
                     print(f"{done}/{len(items)} in {time.monotonic() - start:.0f} s", file=sys.stderr)
-        temporary = args.out.with_suffix(".tmp")
-        with gzip.open(temporary, "wt", compresslevel=9) as handle:
-            handle.write(json.dumps({"_meta": meta}) + "\n")
-            for record in records:
-                handle.write(json.dumps(record, sort_keys=True) + "\n")
-        temporary.replace(args.out)
+        write_records(args.out, meta, records)
         partial.unlink()
         print(f"{len(records)} records -> {args.out}", file=sys.stderr)
     return 0

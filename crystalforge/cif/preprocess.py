@@ -29,8 +29,13 @@ _DATA_LINE_RE = re.compile(r"^[ \t]*data_.*$", re.M)
 _SPACE_GROUP_LINE_RE = re.compile(r"^[ \t]*_symmetry_space_group_name_H-M", re.M)
 
 
-def parse_structure(cif: str):
+def parse_structure(cif: str, parser=None, *, checked: bool = False):
     """Return the first pymatgen ``Structure`` of a CIF text.
+
+    ``parser`` is pymatgen's ``CifParser`` of this very text when the caller has one
+    already (the validators share theirs); the result is the same as
+    ``Structure.from_str(cif, fmt="cif")``, which parses the text again. ``checked``: the
+    caller has run :func:`crystalforge.cif.safety.check_cif_text` on this text already.
 
     Raises:
         CIFError: the text is empty, holds a value that could crash the parser (see
@@ -41,11 +46,16 @@ def parse_structure(cif: str):
 
     if not cif or not cif.strip():
         raise CIFError("empty CIF")
-    check_cif_text(cif)  # values that crash spglib/NumPy are refused before pymatgen runs
+    if not checked:
+        check_cif_text(cif)  # values that crash spglib/NumPy are refused before pymatgen runs
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            structure = Structure.from_str(cif, fmt="cif")
+            if parser is None:
+                structure = Structure.from_str(cif, fmt="cif")
+            else:  # what Structure.from_str does after its own CifParser.from_str
+                first = parser.parse_structures(primitive=False)[0]
+                structure = Structure.from_sites(first, properties=first.properties)
     except Exception as exc:  # pymatgen raises many kinds on malformed input
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CIFError(f"pymatgen cannot read the CIF: {detail[:200]}") from None
@@ -83,6 +93,22 @@ def _oxidation_states(structure) -> dict[str, float] | None:
     return {symbol: sum(values) / len(values) for symbol, values in totals.items()}
 
 
+def unknown_species(species) -> list[str]:
+    """Return the sorted symbols in ``species`` that are not a real chemical element.
+
+    Plain elements and oxidation-state-decorated species (``Ca2+``, whose element is Ca)
+    are known; dummy species (``X``, ``Xx0+``) and anything else are not.
+    """
+    from pymatgen.core import DummySpecies, Element
+
+    unknown = set()
+    for specie in species:
+        element = specie if isinstance(specie, Element) else getattr(specie, "element", None)
+        if isinstance(specie, DummySpecies) or not isinstance(element, Element):
+            unknown.add(str(getattr(specie, "symbol", specie)))
+    return sorted(unknown)
+
+
 def structure_to_canonical(structure) -> str:
     """Return the canonical training CIF of a pymatgen ``Structure``.
 
@@ -90,11 +116,9 @@ def structure_to_canonical(structure) -> str:
         CIFError: unknown elements, an unsafe structure (non-finite or degenerate cell,
             too many sites), symmetry analysis fails or ``_cell_formula_units_Z`` is 0.
     """
-    from pymatgen.core import Element
     from pymatgen.io.cif import CifWriter
 
-    unknown = sorted({getattr(e, "symbol", str(e)) for e in structure.composition.elements
-                      if not isinstance(e, Element)})
+    unknown = unknown_species(structure.composition.elements)
     if unknown:
         raise CIFError(f"unknown element symbol(s): {', '.join(unknown)}")
     check_structure(structure)

@@ -17,12 +17,13 @@ from . import get_plugin_manager
 @click.option("--plots", "plots_dir", type=click.Path(path_type=Path), default=None,
               help="Write PNG plots into this folder.")
 @click.option("--require", "-r", multiple=True, help="Also require this validator for validity (repeatable).")
-@click.option("-j", "--workers", type=int, default=1, show_default=True, help="Worker processes.")
+@click.option("-j", "--workers", type=int, default=None,
+              help="Worker processes  [default: all CPUs, at most one per 4 CIFs].")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--no-progress", "--quiet", "quiet", is_flag=True, help="Hide the progress bar.")
 @click.pass_context
 def evaluate(ctx: click.Context, path: Path, output: Path | None, plots_dir: Path | None,
-             require: tuple[str, ...], workers: int, as_json: bool, quiet: bool) -> None:
+             require: tuple[str, ...], workers: int | None, as_json: bool, quiet: bool) -> None:
     """Evaluate the validity of CIFs in a folder, .tar.gz, CSV or generation output.
 
     Every registered validator runs on every CIF; the summary gives space-group and
@@ -37,7 +38,7 @@ def evaluate(ctx: click.Context, path: Path, output: Path | None, plots_dir: Pat
     from ..errors import OptionError
     from ..evaluation.evaluate import evaluate_source, summary_lines
 
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise OptionError(f"--workers must be at least 1, got {workers}")
     manager = get_plugin_manager(ctx)
     registry = manager.registry("validator")

@@ -44,8 +44,9 @@ TABLE_ROWS = 20
                    "or a folder/tar of prompt texts.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
               help="Samples decoded together.")
-@click.option("--workers", "-j", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Processes validating candidates.")
+@click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
+              help="Processes validating candidates  [default: all CPUs, at most one per 4 candidates; "
+                   "small batches are validated in-process].")
 @click.option("--require", "-r", multiple=True, metavar="CHECK", help="Extra check that must pass for validity.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from ..parallel import default_workers
+from ..parallel import auto_workers
 from . import get_plugin_manager
 
 # validators built in the parent; forked workers inherit them (plugins registered
@@ -67,7 +67,8 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--require", "-r", "require", multiple=True, metavar="NAME",
               help="Also require this validator to pass for validity (repeatable).")
-@click.option("--workers", "-j", type=int, default=1, show_default=True, help="Worker processes.")
+@click.option("--workers", "-j", type=int, default=None,
+              help="Worker processes  [default: all CPUs, at most one per 4 CIFs].")
 @click.option("--check-timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="Fail a check still running after this long (0: no limit)  [default: 60, or "
                    "CRYSTALFORGE_CHECK_TIMEOUT].")
@@ -76,7 +77,7 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print results and summary as JSON.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.pass_context
-def validate(ctx: click.Context, paths: tuple[Path, ...], require: tuple[str, ...], workers: int,
+def validate(ctx: click.Context, paths: tuple[Path, ...], require: tuple[str, ...], workers: int | None,
              check_timeout: float | None, output: Path | None, as_json: bool, no_progress: bool) -> None:
     """Check CIFs for validity with every registered validator.
 
@@ -114,7 +115,7 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], require: tuple[str, ..
             items.append((name, text))
     checked = [item for position, item in enumerate(items) if position not in unreadable]
     outcomes = iter(imap_progress(_validate_item, ((text, tuple(require)) for _, text in checked),
-                                  workers=max(1, workers or default_workers()), total=len(checked),
+                                  workers=auto_workers(len(checked), workers or None), total=len(checked),
                                   description="validating", progress=not no_progress,
                                   crash_label="the CIF parser", timeout=backstop))
     rows: list[dict[str, Any]] = []

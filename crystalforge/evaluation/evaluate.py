@@ -187,7 +187,7 @@ def evaluate_source(
     *,
     plugin_manager: Any = None,
     require: Sequence[str] = (),
-    workers: int = 1,
+    workers: int | None = None,
     progress: bool = True,
 ) -> EvaluationResult:
     """Evaluate every CIF of a folder, ``.tar.gz``, CSV or single file.
@@ -195,12 +195,13 @@ def evaluate_source(
     A generation output folder is read the same way (its ``summary.csv`` is not a CIF; its
     ``score`` column is joined to the rows). Each CIF is evaluated in a worker process; a
     CIF that crashes or hangs a check, or kills its worker, is recorded with the error and
-    counted as invalid, and the others go on.
+    counted as invalid, and the others go on. ``workers``: worker processes; ``None``
+    uses every CPU, at most one per few CIFs (:func:`crystalforge.parallel.auto_workers`).
 
     Raises:
         DataError: the path is missing or holds no CIFs.
     """
-    from ..parallel import imap_progress
+    from ..parallel import auto_workers, imap_progress
 
     source = Path(path)
     kind = source_kind(source)
@@ -224,7 +225,7 @@ def evaluate_source(
     rows = []
     try:
         tasks = ((name, cif, tuple(require)) for name, cif in items)
-        results = imap_progress(_evaluate_task, tasks, workers=workers, total=len(items),
+        results = imap_progress(_evaluate_task, tasks, workers=auto_workers(len(items), workers), total=len(items),
                                 description="evaluate", progress=progress, crash_label="the CIF parser",
                                 timeout=backstop)
         for (name, _), (ok, result) in zip(items, results):

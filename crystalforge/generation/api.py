@@ -39,7 +39,7 @@ def generate(
     validate: bool = True,
     require: Sequence[str] = (),
     progress: bool = False,
-    workers: int = 1,
+    workers: int | None = 1,
     *,
     dtype: str | None = None,
     prompts: str | os.PathLike | None = None,
@@ -82,7 +82,8 @@ def generate(
         validate: attach a validity report to every candidate.
         require: validator names that must pass for ``is_valid`` beyond the default ones.
         progress: show a progress bar.
-        workers: processes validating candidates (validation can cost more than generation).
+        workers: processes validating candidates (validation can cost more than generation);
+            ``None``: all CPUs, one per few candidates (:func:`crystalforge.parallel.auto_workers`).
         prompts: a prompts file (``COMPOSITION [SPACEGROUP]`` lines), or a folder or tar
             archive of prompt texts, added to ``composition``.
         out: write a run folder there (candidate files, ``summary.csv``, manifest); a

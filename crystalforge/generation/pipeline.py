@@ -45,7 +45,7 @@ class Pipeline:
     scorer: Any = None
     checks: list | None = None  # built validators (crystalforge.validation.report.validators)
     progress: bool = True
-    workers: int = 1  # processes validating candidates
+    workers: int | None = None  # processes validating candidates; None: all CPUs (parallel.auto_workers)
     #: raw text -> (cif, postprocess error, report) of texts judged in the current chunk
     _judged: dict[str, tuple[str | None, str | None, Any]] = attrs.field(factory=dict, init=False, repr=False)
 
@@ -139,17 +139,20 @@ class Pipeline:
         candidates = [c for c in candidates if c.report is None]  # judged while searching: done
         if not candidates:
             return
-        if self.workers <= 1 or len(candidates) == 1:
+        from ..parallel import auto_workers, imap_progress
+
+        # worker processes only where there is enough work to pay for starting them
+        workers = auto_workers(len(candidates), self.workers)
+        if workers <= 1 or len(candidates) == 1:
             for candidate in candidates:
                 candidate.report = self.validate(candidate.text)
             return
-        from ..parallel import imap_progress
         from ..validation.report import failed_report
 
         global _WORKER_CHECKS
         _WORKER_CHECKS = self.checks  # forked workers inherit the built validators
         try:
-            results = imap_progress(_validate_in_worker, [c.text for c in candidates], workers=self.workers,
+            results = imap_progress(_validate_in_worker, [c.text for c in candidates], workers=workers,
                                     progress=False, chunksize=1, crash_label="the CIF parser")
             for candidate, (ok, report) in zip(candidates, results):
                 # a worker that died on an item (e.g. SIGSEGV in C code): its checks fail with
@@ -252,7 +255,7 @@ def make_pipeline(
     validate: bool = True,
     require: Sequence[str] = (),
     progress: bool = False,
-    workers: int = 1,
+    workers: int | None = 1,
     tokenizer: str | None = None,
     model_options: Mapping[str, Any] | None = None,
     validator_options: Mapping[str, Mapping[str, Any]] | None = None,
@@ -289,4 +292,4 @@ def make_pipeline(
     device = str(next(built_model.parameters()).device)  # a loaded model stays where it is
     return Pipeline(model=built_model, tokenizer=built_tokenizer, strategy=strategy, seed=seed,
                     batch_size=batch_size, device=device, scorer=built_scorer, checks=checks, progress=progress,
-                    workers=max(1, int(workers)))
+                    workers=None if workers is None else max(1, int(workers)))

@@ -55,18 +55,20 @@ def structure_problem(context: "ValidationContext") -> str | None:
     :data:`MIN_CELL_HEIGHT` and less than :data:`MIN_VOLUME_PER_ATOM` per atom, so CrystalNN
     and spglib cannot hang on them.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return _structure_problem(context)
+    if "structure_problem" not in context.cache:  # the bond and space-group checks both ask
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            context.cache["structure_problem"] = _structure_problem(context)
+    return context.cache["structure_problem"]
 
 
 def _structure_problem(context: "ValidationContext") -> str | None:
     structure = context.structure
     if structure is None:
         return context.parse_error or "CIF could not be parsed"
-    from pymatgen.core import Element
+    from ..cif.preprocess import unknown_species
 
-    unknown = sorted({getattr(e, "symbol", str(e)) for e in structure.composition.elements if not isinstance(e, Element)})
+    unknown = unknown_species(structure.composition.elements)
     if unknown:
         return f"unknown element symbol(s): {', '.join(unknown)}"
     try:
@@ -123,11 +125,7 @@ def cif_blocks(context: "ValidationContext") -> list[dict[str, Any]]:
     """
     if "cif_blocks" not in context.cache:
         try:
-            from pymatgen.io.cif import CifParser
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                blocks = list(CifParser.from_str(context.cif).as_dict().values())
+            blocks = list(context.cif_parser().as_dict().values())
             context.cache["cif_blocks"] = blocks if blocks else CIFError("CIF has no data block")
         except Exception as exc:  # noqa: BLE001 - any parser failure fails the checks that need it
             context.cache["cif_blocks"] = CIFError(f"pymatgen cannot read the CIF: {_first_line(exc)}")
@@ -263,15 +261,18 @@ class BondLengthReasonableness:
     def _count(self, structure) -> tuple[int, int, str | None]:
         """Return ``(reasonable bonds, counted bonds, worst bond)`` over the whole cell.
 
-        CrystalNN runs once per set of symmetry-equivalent sites (see
-        :func:`equivalent_site_groups`) and each bond counts as often as the set has sites:
-        the same totals as a pass over every site, in a fraction of the time.
+        CrystalNN's neighbours (:class:`~crystalforge.validation.neighbours.NeighbourFinder`,
+        the same set as ``CrystalNN().get_nn_info``) are found once per set of
+        symmetry-equivalent sites (see :func:`equivalent_site_groups`) and each bond counts
+        as often as the set has sites: the same totals as a pass over every site, in a
+        fraction of the time.
         """
         import numpy as np
-        from pymatgen.analysis.local_env import CrystalNN
         from pymatgen.util.coord import pbc_shortest_vectors
 
-        finder = CrystalNN()
+        from .neighbours import NeighbourFinder
+
+        finder = NeighbourFinder(structure)
         lattice = structure.lattice
         reasonable = total = 0
         worst, worst_gap = None, -1.0
@@ -279,14 +280,14 @@ class BondLengthReasonableness:
             warnings.simplefilter("ignore")
             for index, weight in equivalent_site_groups(structure):
                 site = structure[index]
-                neighbours = [n["site"] for n in finder.get_nn_info(structure, index) if n["site_index"] != index]
+                neighbours = [(j, coords) for j, coords in finder.neighbours(index) if j != index]
                 if not neighbours:
                     continue
                 _, squared = pbc_shortest_vectors(lattice, site.frac_coords,
-                                                  np.array([n.frac_coords for n in neighbours]), return_d2=True)
+                                                  np.array([coords for _, coords in neighbours]), return_d2=True)
                 own = site.specie
-                for other_site, length in zip(neighbours, np.sqrt(squared[0])):
-                    other = other_site.specie
+                for (j, _), length in zip(neighbours, np.sqrt(squared[0])):
+                    other = structure[j].specie
                     expected = expected_bond_length(own, other, self.ionic_difference)
                     ratio = length / np.float64(expected)
                     if "H" in (own.symbol, other.symbol):

@@ -82,6 +82,29 @@ class ValidationContext:
         self._parsed = False
         self._structure = None
         self._parse_error: str | None = None
+        self._parser: Any = None
+
+    def cif_parser(self):
+        """Return pymatgen's ``CifParser`` of the text, made once and shared by the checks
+        that read fields and by the structure parse.
+
+        Raises:
+            Exception: whatever ``CifParser.from_str`` raised (on every call).
+        """
+        if self._parser is None:
+            import warnings
+
+            from pymatgen.io.cif import CifParser
+
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    self._parser = CifParser.from_str(self.cif)
+            except Exception as exc:  # noqa: BLE001 - handed to each caller
+                self._parser = exc
+        if isinstance(self._parser, Exception):
+            raise self._parser
+        return self._parser
 
     def _parse(self) -> None:
         if self._parsed:
@@ -99,12 +122,27 @@ class ValidationContext:
                                  f"{MAX_EXPANDED_POSITIONS} positions this validator expands")
             return
         try:
-            self._structure = parse_structure(self.cif)
+            parser = self._shared_parser()
+            self._structure = parse_structure(self.cif, parser=parser, checked=parser is not None)
             self._parse_error = None
         except CrystalforgeError as exc:
             self._parse_error = str(exc)
         except Exception as exc:  # noqa: BLE001 - hostile input must not escape
             self._parse_error = f"CIF could not be parsed ({type(exc).__name__}: {exc})"[:300]
+
+    def _shared_parser(self):
+        """The shared ``CifParser`` of a text that passed ``check_cif_text``, or None
+        (``parse_structure`` then says why)."""
+        from ..cif.safety import check_cif_text
+
+        try:
+            check_cif_text(self.cif)  # no structure is built from values that could crash C code
+        except Exception:  # noqa: BLE001 - parse_structure reports it
+            return None
+        try:
+            return self.cif_parser()
+        except Exception:  # noqa: BLE001 - parse_structure reports it
+            return None
 
     @property
     def structure(self):
