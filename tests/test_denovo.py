@@ -11,20 +11,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 
 import crystalforge as cf
 from crystalforge.cif.composition import parse_system
 from crystalforge.cif.extract import extract_data_formula, parse_composition
 from crystalforge.cif.preprocess import preprocess_cif
 from crystalforge.cif.tokenizer import default_tokenizer
-from crystalforge.cli import cli
 from crystalforge.errors import CompositionError, OptionError
 from crystalforge.evaluation.metrics import parse_structure
 from crystalforge.model.gpt import GPT, GPTConfig
 from crystalforge.search.decode import make_picker, sample_batch
 from crystalforge.search.logits import CIFConstraints, TokenClasses, make_processor
 from crystalforge.search.sampling import TopKSampling
+from cli_helpers import invoke
 
 TOK = default_tokenizer()
 CLASSES = TokenClasses.from_tokenizer(TOK)
@@ -36,10 +35,6 @@ FAST = ["-O", "max_new_tokens=60"]
 def model() -> GPT:
     torch.manual_seed(3)
     return GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=256)).eval()
-
-
-def invoke(plugin_manager, args):
-    return CliRunner().invoke(cli, args, obj={"plugin_manager": plugin_manager})
 
 
 def element_symbols(text: str) -> set[str]:

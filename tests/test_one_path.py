@@ -4,28 +4,17 @@ component is built through one function per kind (--model, --model-opt, --tokeni
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 import crystalforge as cf
-from crystalforge.cli import cli
 from crystalforge.errors import OptionError, UnknownComponentError
 from crystalforge.generation.components import make_model, make_validators
 from crystalforge.util import format_table, parse_dotted_pairs, parse_pairs, truthy
+from cli_helpers import invoke, read_summary
 
 FAST = {"max_new_tokens": "40"}
-
-
-def invoke(plugin_manager, args):
-    return CliRunner().invoke(cli, args, obj={"plugin_manager": plugin_manager})
-
-
-def read_summary(out: Path) -> list[dict[str, str]]:
-    with open(out / "summary.csv", newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def test_cli_summary_equals_the_ranked_api_result(cf_tiny_model, plugin_manager, tmp_path):

@@ -12,22 +12,12 @@ from pathlib import Path
 
 import attrs
 import pytest
-from click.testing import CliRunner
 
 from crystalforge import hookimpl
-from crystalforge.cli import cli
 from crystalforge.contracts import ScoreResult
+from cli_helpers import invoke, read_summary as summary
 
 FAST = ["-O", "max_new_tokens=40"]
-
-
-def invoke(plugin_manager, args):
-    return CliRunner().invoke(cli, args, obj={"plugin_manager": plugin_manager})
-
-
-def summary(out: Path) -> list[dict[str, str]]:
-    with open(out / "summary.csv", newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def manifest(out: Path) -> dict:

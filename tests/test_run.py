@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -12,23 +11,13 @@ from pathlib import Path
 
 import attrs
 import pytest
-from click.testing import CliRunner
 
 from crystalforge import hookimpl
-from crystalforge.cli import cli
+from cli_helpers import invoke, read_summary
 
 REPO = Path(__file__).resolve().parents[1]
 
 FAST = ["-O", "max_new_tokens=40"]
-
-
-def invoke(plugin_manager, args):
-    return CliRunner().invoke(cli, args, obj={"plugin_manager": plugin_manager})
-
-
-def read_summary(out: Path) -> list[dict[str, str]]:
-    with open(out / "summary.csv", newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def cif_files(out: Path) -> dict[str, str]:
