@@ -108,6 +108,23 @@ def test_list_runs_shows_web_and_cli_runs_and_survives_restart(finished, model, 
         assert cli_run["candidates"][0]["checks"], "checks are computed for CLI runs too"
 
 
+def test_a_run_shows_the_unit_its_scorer_was_built_with(finished, model, manager, tmp_path):
+    """zmq declares no unit of its own (its protocol carries a bare number); a run made with
+    ``--scorer-opt unit=eV/atom`` records that unit in its manifest and the page shows it."""
+    runs, _, _ = finished
+    copy = tmp_path / "runs"
+    shutil.copytree(runs / "from-cli", copy / "zmq-run")
+    manifest_path = copy / "zmq-run" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["settings"].update(scorer="zmq", scorer_options={"unit": "eV/atom"})
+    manifest["score_unit"] = "eV/atom"
+    manifest_path.write_text(json.dumps(manifest))
+    with make_client(copy, model, manager) as client:
+        assert client.get("/api/runs/zmq-run").json()["score_unit"] == "eV/atom"
+        form = {c["name"]: c for c in client.get("/api/plugins").json()["scorer"]}
+        assert form["zmq"]["unit"] == "arbitrary units"  # the kind alone still says nothing more
+
+
 def test_files_cif_poscar_extxyz_zip(finished, model, manager):
     from pymatgen.core import Structure
 

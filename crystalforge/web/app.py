@@ -242,7 +242,7 @@ class WebState:
             "progress": progress, "candidates_count": count, "valid_count": valid,
             "queue_position": self.queue.position(job) if job is not None else None,
             "submitted_at": status.get("submitted_at") or folder.stat().st_mtime,
-            "scorer": scorer, "score_unit": jobs.score_unit(self.plugin_manager, scorer),
+            "scorer": scorer, "score_unit": _run_unit(manifest, self.plugin_manager, scorer),
         }
         if with_candidates:
             lower = status.get("lower_is_better", jobs.lower_is_better(
@@ -250,6 +250,15 @@ class WebState:
             out["lower_is_better"] = lower
             out["candidates"] = jobs.read_candidates(folder, lower)
         return out
+
+
+def _run_unit(manifest: dict[str, Any], plugin_manager, scorer: str | None) -> str | None:
+    """Return the unit a run's scores are in: the one its manifest recorded from the scorer it
+    built (``zmq`` with ``unit=eV/atom``), else the scorer kind's declared unit."""
+    recorded = manifest.get("score_unit")
+    if scorer and recorded:
+        return str(recorded)
+    return jobs.score_unit(plugin_manager, scorer)
 
 
 def create_app(*, runs_dir: str | Path, plugin_manager=None, model=None, model_path: str | None = None,

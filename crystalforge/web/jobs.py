@@ -112,6 +112,21 @@ def components(plugin_manager) -> dict[str, Any]:
     return out
 
 
+def _declared_unit(factory: Any) -> str | None:
+    """Return the unit a scorer class declares: a plain class attribute, or the default of an
+    attrs field named ``unit`` (on a slotted class the attribute itself is a slot descriptor)."""
+    unit = getattr(factory, "unit", None)
+    if isinstance(unit, str):
+        return unit
+    try:
+        import attrs
+
+        default = attrs.fields_dict(factory)["unit"].default
+    except (TypeError, KeyError, attrs.exceptions.NotAnAttrsClassError):
+        return None
+    return default if isinstance(default, str) else None
+
+
 def score_unit(plugin_manager, scorer: str | None) -> str | None:
     """Return the unit of a scorer's values: its ``unit`` metadata or attribute, else the unit in its description."""
     if not scorer:
@@ -122,7 +137,7 @@ def score_unit(plugin_manager, scorer: str | None) -> str | None:
         return None
     unit = component.metadata.get("unit") or None
     if unit is None and not isinstance(component._factory, str):
-        unit = getattr(component._factory, "unit", None) or None  # "" is the contract's "no unit"
+        unit = _declared_unit(component._factory) or None  # "" is the contract's "no unit"
     if unit is None:
         match = re.search(r"\(([^()]*/[^()]*)\)", component.summary())  # "(eV/atom)"
         unit = match.group(1) if match else "arbitrary units"
