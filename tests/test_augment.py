@@ -185,3 +185,47 @@ def test_rows_of_a_disordered_site_move_together(canonical):
         decoded = parse_structure(postprocess_cif(variant))
         assert len(decoded) == len(reference) and decoded.composition == reference.composition
         assert StructureMatcher().fit(reference, decoded)
+
+
+def _sites(cif: str) -> list[tuple[str, np.ndarray]]:
+    """The decoded crystal's sites as (element, fractional position) pairs."""
+    from pymatgen.core import Structure
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        structure = Structure.from_str(postprocess_cif(cif), fmt="cif")
+    return [(site.specie.symbol, np.asarray(site.frac_coords) % 1.0) for site in structure]
+
+
+def _same_frame(a: str, b: str, tolerance: float = 2e-3) -> bool:
+    """Whether two CIFs decode to the same atoms at the same places (modulo lattice vectors;
+    4-decimal coordinates, so images of one point may differ in the last digit)."""
+    left, right = _sites(a), _sites(b)
+    if len(left) != len(right):
+        return False
+    for element, x in left:
+        delta = np.array([(x - y + 0.5) % 1.0 - 0.5 for e, y in right if e == element])
+        if not len(delta) or not np.any(np.all(np.abs(delta) < tolerance, axis=1)):
+            return False
+    return True
+
+
+def test_kinds_without_origin_keep_every_site_in_the_original_frame(canonical, tmp_path):
+    shifted = 0
+    for _, _, text in canonical[:12]:
+        for variant in augment_cif(text, 4, seed=3, kinds=("orbit", "order"))[1:]:
+            assert _same_frame(variant, text)  # same atoms at the same places, not just equivalent
+        shifted += sum(not _same_frame(v, text) for v in augment_cif(text, 4, seed=3)[1:])
+    assert shifted, "with origin shifts some variants sit in another frame (else this test proves nothing)"
+    # through prepare and the CLI: recorded in the manifest, bad kinds refused in one line
+    sources = tmp_path / "perov.csv"
+    write_cifs(sources, read_csv_slice(PEROV_CSV, 0, 10))
+    out = tmp_path / "data"
+    run = CliRunner().invoke(cli, ["data", "prepare", str(sources), str(out), "--steps", "preprocess,split,tokenize",
+                                   "--augment", "3", "--augment-kinds", "order,orbit", "-j", "1", "--no-progress"])
+    assert run.exit_code == 0, run.output
+    assert json.loads((out / "manifest.json").read_text())["augment_kinds"] == ["orbit", "order"]
+    bad = CliRunner().invoke(cli, ["data", "prepare", str(sources), str(tmp_path / "x"), "--augment", "2",
+                                   "--augment-kinds", "orbit,spin"])
+    assert bad.exit_code == 1 and "unknown augmentation kind 'spin'" in bad.output
+    assert len(bad.output.strip().splitlines()) == 1 and not (tmp_path / "x").exists()

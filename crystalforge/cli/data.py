@@ -51,18 +51,21 @@ def data() -> None:
 @click.option("--group-polymorphs", is_flag=True, help="Keep all CIFs of one reduced composition in one split.")
 @click.option("--augment", type=int, default=1, show_default=True, metavar="K",
               help="Tokenize up to K equivalent texts per training structure (never val/test).")
+@click.option("--augment-kinds", default="orbit,origin,order", show_default=True, metavar="KINDS",
+              help="Kinds of variation --augment may use (comma-separated: orbit, origin, order).")
 @_no_progress
 @_as_json
 def prepare(sources: tuple[Path, ...], out_dir: Path, steps: str | None, workers: int | None, seed: int,
-            val_fraction: float, test_fraction: float, group_polymorphs: bool, augment: int, no_progress: bool,
-            as_json: bool) -> None:
+            val_fraction: float, test_fraction: float, group_polymorphs: bool, augment: int, augment_kinds: str,
+            no_progress: bool, as_json: bool) -> None:
     """Turn CIF sources into a tokenized dataset in OUT_DIR.
 
     SOURCES are CIF folders, .tar.gz archives, CSVs with a `cif` column or CrystaLLM
     .pkl.gz files; several are merged into one dataset. Steps whose input already
     exists in OUT_DIR can be re-run alone with --steps. --augment K writes each training
     structure as K symmetry-equivalent CIFs (orbit representative, origin shift, site
-    order; seeded by --seed), the original among them.
+    order; seeded by --seed), the original among them; --augment-kinds picks which
+    variations it may use (e.g. orbit,order keeps every site in the original's frame).
 
     \b
     Examples:
@@ -70,12 +73,13 @@ def prepare(sources: tuple[Path, ...], out_dir: Path, steps: str | None, workers
       crystalforge data prepare cifs.tar.gz out/data --group-polymorphs --seed 7
       crystalforge data prepare out/data --steps split,tokenize --seed 2   (no source needed)
       crystalforge data prepare out/data --steps tokenize --augment 4
+      crystalforge data prepare out/data --steps tokenize --augment 4 --augment-kinds orbit,order
     """
     from ..data.pipeline import prepare as run_prepare
 
     result = run_prepare(list(sources), out_dir, steps=steps, workers=workers or default_workers(), seed=seed,
                          val_fraction=val_fraction, test_fraction=test_fraction, group_polymorphs=group_polymorphs,
-                         augment=augment, progress=not no_progress)
+                         augment=augment, augment_kinds=augment_kinds, progress=not no_progress)
     _report({"out_dir": str(out_dir), "steps": ",".join(result.steps), "counts": result.counts,
              "failures": len(result.failures)}, as_json)
 

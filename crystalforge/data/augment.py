@@ -234,31 +234,53 @@ def augment_cif(cif: str, k: int, *, seed: int | str = 0, kinds: Sequence[str] =
     return variants
 
 
-def _augment_task(item: tuple[str, str, int, int]) -> list[str]:
-    name, cif, k, seed = item
-    return augment_cif(cif, k, seed=f"{seed}:{name}")
+def _augment_task(item: tuple[str, str, int, int, tuple[str, ...]]) -> list[str]:
+    name, cif, k, seed, kinds = item
+    return augment_cif(cif, k, seed=f"{seed}:{name}", kinds=kinds)
+
+
+def parse_kinds(text: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Return the kinds of variation named by ``"orbit,order"`` (or a sequence), all by default.
+
+    Raises:
+        OptionError: an unknown kind, or none named.
+    """
+    from ..errors import OptionError
+
+    if text is None:
+        return KINDS
+    names = [part.strip() for part in (text.split(",") if isinstance(text, str) else text) if part.strip()]
+    unknown = [name for name in names if name not in KINDS]
+    if unknown:
+        raise OptionError(f"unknown augmentation kind {unknown[0]!r}; kinds are {', '.join(KINDS)}")
+    if not names:
+        raise OptionError(f"name at least one augmentation kind of {', '.join(KINDS)}")
+    return tuple(kind for kind in KINDS if kind in names)
 
 
 def augment_items(items: Sequence[tuple[str, str]], k: int, *, seed: int = 0, workers: int = 1,
-                  progress: bool = True) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+                  progress: bool = True, kinds: Sequence[str] = KINDS,
+                  ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """Return ``(augmented items, failures)``: up to ``k`` texts per item, shuffled with ``seed``.
 
     The original keeps its name; variant ``i`` is named ``<name>__aug<i>``. The whole list is
     shuffled (seeded) so that variants of one structure rarely share a training window. An
     item that cannot be augmented is kept alone and listed in ``failures`` as
-    ``(name, error)``. Deterministic for the same items, ``k`` and ``seed``.
+    ``(name, error)``. Deterministic for the same items, ``k``, ``seed`` and ``kinds`` (the
+    kinds of variation used, see :func:`augment_cif`).
 
     Raises:
-        OptionError: ``k`` below 1.
+        OptionError: ``k`` below 1, an unknown kind.
     """
     from ..errors import OptionError
     from ..parallel import imap_progress
 
     if k < 1:
         raise OptionError(f"--augment must be at least 1, got {k}")
+    kinds = parse_kinds(kinds)
     if k == 1:
         return list(items), []
-    tasks = [(name, text, k, seed) for name, text in items]
+    tasks = [(name, text, k, seed, kinds) for name, text in items]
     out: list[tuple[str, str]] = []
     failures: list[tuple[str, str]] = []
     results = imap_progress(_augment_task, tasks, workers=workers, total=len(tasks), description="augment",

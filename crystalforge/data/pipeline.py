@@ -31,7 +31,7 @@ from typing import Sequence
 from ..cif.io import atomic_write_text, write_cifs
 from ..errors import DataError
 from ..parallel import imap_progress
-from .augment import augment_items
+from .augment import augment_items, parse_kinds
 from .dedupe import dedupe
 from .ingest import Failure, Item, ingest, read_items
 from .split import split_items
@@ -117,6 +117,7 @@ def prepare(
     group_polymorphs: bool = False,
     detect: str = "auto",
     augment: int = 1,
+    augment_kinds: Sequence[str] | str | None = None,
     progress: bool = True,
 ) -> PrepareResult:
     """Run the pipeline steps from ``sources`` into ``out_dir``; return a :class:`PrepareResult`.
@@ -125,11 +126,12 @@ def prepare(
     step's output in ``out_dir``. Individual CIF failures never stop the run: they go to
     ``failures.csv``. With ``augment`` K > 1 the tokenize step writes up to K equivalent
     canonical texts of every *training* structure (:mod:`crystalforge.data.augment`, seeded
-    with ``seed``); the validation split is never augmented.
+    with ``seed``) using the ``augment_kinds`` of variation (``"orbit,origin,order"``, all
+    by default); the validation split is never augmented.
 
     Raises:
         DataError: a missing source or missing intermediate file, bad fractions or steps.
-        OptionError: ``augment`` below 1.
+        OptionError: ``augment`` below 1, an unknown augmentation kind.
     """
     run = parse_steps(steps)
     if augment < 1 or (augment > 1 and "tokenize" not in run):
@@ -137,6 +139,7 @@ def prepare(
 
         raise OptionError(f"--augment must be at least 1, got {augment}" if augment < 1 else
                           "--augment applies to the tokenize step: add tokenize to --steps")
+    kinds = parse_kinds(augment_kinds)  # a bad kind is refused before any work
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise DataError(f"{out} exists and is not a folder")
@@ -186,6 +189,7 @@ def prepare(
         train_items = splits["train"]
         if augment > 1:
             train_items, augment_failures = augment_items(train_items, augment, seed=seed, workers=workers,
+                                                          kinds=kinds,
                                                           progress=progress)
             failures += [Failure(name, "augment", error) for name, error in augment_failures]
             counts["train_augmented"] = len(train_items)
@@ -199,6 +203,7 @@ def prepare(
     manifest = _update_manifest(out / MANIFEST_FILE, run, counts, {
         "seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction,
         "group_polymorphs": group_polymorphs, "detect": detect, "augment": augment, "augment_seed": seed,
+        "augment_kinds": list(kinds) if augment > 1 else None,
         "sources": [str(s) for s in ([sources] if isinstance(sources, (str, os.PathLike)) else sources or [])],
     })
     return PrepareResult(out_dir=out, steps=run, counts=counts, failures=failures, manifest=manifest)
@@ -270,6 +275,7 @@ def _update_manifest(path: Path, run: Sequence[str], counts: dict[str, int], opt
     if "tokenize" not in run:
         options.pop("augment", None)
         options.pop("augment_seed", None)
+        options.pop("augment_kinds", None)
     manifest.update(options)
     manifest["steps_last_run"] = list(run)
     manifest["format"] = "crystalforge-dataset/1"
