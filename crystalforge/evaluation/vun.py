@@ -121,7 +121,7 @@ def _judge_group(item: tuple[list[tuple[str, str]], list[tuple[str, str]]]) -> l
     for name, structure in structures:
         duplicate_of = ""
         for earlier_name, earlier in kept:
-            if _comparable(earlier, structure) and _fits(matcher, earlier, structure):
+            if _comparable(earlier, structure) and structures_match(matcher, earlier, structure):
                 duplicate_of = earlier_name
                 break
         if not duplicate_of:
@@ -131,7 +131,7 @@ def _judge_group(item: tuple[list[tuple[str, str]], list[tuple[str, str]]]) -> l
         candidates = train_by_size.get(size, []) + (train_by_size.get(None, []) if size is not None else
                                                      [t for group in train_by_size.values() for t in group])
         for train_name, train_structure in candidates:
-            if _fits(matcher, train_structure, structure):
+            if structures_match(matcher, train_structure, structure):
                 matches_train = train_name
                 break
         verdicts.append((name, duplicate_of, matches_train))
@@ -165,7 +165,9 @@ def _comparable(a: _Reduced, b: _Reduced) -> bool:
     return _size(a) is None or _size(b) is None or _size(a) == _size(b)
 
 
-def _fits(matcher: Any, a: Any, b: Any) -> bool:
+def structures_match(matcher: Any, a: Any, b: Any) -> bool:
+    """Return ``matcher.fit(a, b)``, False where pymatgen raises on a degenerate cell; with two
+    :class:`_Reduced` items their reduced forms are compared without reducing again."""
     if isinstance(a, _Reduced) and isinstance(b, _Reduced):
         if a.reduced is not None and b.reduced is not None:
             a, b, skip = a.reduced, b.reduced, True

@@ -11,7 +11,6 @@ up from the best candidate. A candidate without a readable structure is a group 
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import Any, Sequence
 
 logger = logging.getLogger(__name__)
@@ -20,6 +19,7 @@ logger = logging.getLogger(__name__)
 def group_ids(structures: Sequence[Any]) -> list[int]:
     """Return a group id (1, 2, ...) per structure (pymatgen ``Structure`` or None), given in rank order."""
     from ..evaluation.metrics import UNIQUENESS_TOLERANCES, structure_matcher
+    from ..evaluation.vun import structures_match
 
     matcher = structure_matcher(UNIQUENESS_TOLERANCES)
     representatives: dict[str, list[tuple[int, Any]]] = {}
@@ -30,7 +30,7 @@ def group_ids(structures: Sequence[Any]) -> list[int]:
         formula = structure.composition.reduced_formula if structure is not None else ""
         if structure is not None:
             found = next((group for group, first in representatives.get(formula, [])
-                          if _same(matcher, first, structure)), None)
+                          if structures_match(matcher, first, structure)), None)
         if found is None:
             groups += 1
             found = groups
@@ -71,12 +71,3 @@ def _structure_or_none(text: str | None) -> Any:
         logger.debug("structure not readable for grouping: %s", exc)
         return None
 
-
-def _same(matcher: Any, a: Any, b: Any) -> bool:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return bool(matcher.fit(a, b))
-    except Exception as exc:  # noqa: BLE001 - degenerate cells make pymatgen raise
-        logger.debug("StructureMatcher failed: %s", exc)
-        return False
