@@ -116,6 +116,47 @@ def test_backpropagate_updates_the_path():
     assert root.value_sum == 4.0 and leaf.path_tokens() == [2, 7, 8] and leaf.length == 3
 
 
+def test_max_backup_values_the_best_reward_below_a_node():
+    root = Node()
+    steady = root.add_child([1], 0.5)
+    lucky = root.add_child([2], 0.5)
+    for reward in (0.6, 0.6, 0.6, 0.6):
+        steady.add_child([3], 1.0).backpropagate(reward)
+    for reward in (0.0, 0.0, 0.0, 0.95):  # mostly invalid, but one candidate better than any other
+        lucky.add_child([4], 1.0).backpropagate(reward)
+    assert (steady.best, lucky.best, root.best) == (0.6, 0.95, 0.95)
+    assert lucky.value() == pytest.approx(0.2375) and lucky.value(1.0) == 0.95
+    assert lucky.value(0.5) == pytest.approx(0.5 * 0.2375 + 0.5 * 0.95)
+    assert Node().value(1.0) == 0.0  # unvisited
+    # mean backup prefers the steady branch, max backup the one that produced the best candidate
+    assert puct_select(root, c=0.1) is steady and puct_select(root, c=0.1, max_backup=1.0) is lucky
+    assert uct_select(root, c=0.1) is steady and uct_select(root, c=0.1, max_backup=1.0) is lucky
+    assert epsilon_greedy_select(root, 0.0, lambda: 0.5) is steady
+    assert epsilon_greedy_select(root, 0.0, lambda: 0.5, max_backup=1.0) is lucky
+    # the virtual loss of a pending visit lowers the mean but not the best
+    lucky.visits += 1
+    assert lucky.value() < 0.2375 and lucky.value(1.0) == 0.95
+
+
+def test_max_backup_option_reaches_the_selector(plugin_manager):
+    registry = plugin_manager.registry("search")
+    assert registry.create("puct").max_backup == 0.0
+    assert registry.create("uct", max_backup="1").max_backup == 1.0
+    with pytest.raises(OptionError, match="max_backup"):
+        registry.create("puct", max_backup="1.5")
+    root = Node()
+    steady, lucky = root.add_child([1], 0.5), root.add_child([2], 0.5)
+    steady.visits, steady.value_sum, steady.best = 4, 2.4, 0.6
+    lucky.visits, lucky.value_sum, lucky.best = 4, 0.95, 0.95
+    root.visits = 8
+    for name in ("puct", "uct", "mcts-greedy"):
+        extra = {"epsilon": "0"} if name == "mcts-greedy" else {"c": "0.1"}
+        mean = registry.create(name, **extra)
+        best = registry.create(name, max_backup="1", **extra)
+        assert mean.select_child(root, lambda: 0.5) is steady, name
+        assert best.select_child(root, lambda: 0.5) is lucky, name
+
+
 # -- tree builder ---------------------------------------------------------------------------
 def test_child_priors_top_width_normalised():
     probs = [0.0, 0.5, 0.2, 0.2, 0.1]

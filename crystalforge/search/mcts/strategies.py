@@ -23,6 +23,11 @@ def _non_negative(instance, attribute, value) -> None:
         raise OptionError(f"Option '{attribute.name}' must be >= 0, got {value}")
 
 
+def _unit_interval(instance, attribute, value) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise OptionError(f"Option '{attribute.name}' must be between 0 and 1, got {value}")
+
+
 @attrs.define
 class TreeSearch:
     """Common options and driver of the tree searches; subclasses choose the selector."""
@@ -49,6 +54,8 @@ class TreeSearch:
                                          metadata={"help": "children at the space-group position (0: width)"})
     reward_k: float = attrs.field(default=2.0, validator=_positive,
                                   metadata={"help": "steepness of the score-to-reward logistic"})
+    max_backup: float = attrs.field(default=0.0, validator=_unit_interval, metadata={
+        "help": "weight of the best reward below a node in its value (0: mean reward, 1: best, for best-of-n)"})
     batch_leaves: int = attrs.field(default=1, validator=_positive,
                                     metadata={"help": "leaves rolled out together per batch (virtual loss)"})
     n_best: int = attrs.field(default=0, validator=_non_negative,
@@ -111,7 +118,7 @@ class PUCTSearch(TreeSearch):
     c: float = attrs.field(default=5.0, validator=_non_negative, metadata={"help": "exploration constant"})
 
     def select_child(self, node: Node, uniform: Callable[[], float]) -> Node:
-        return puct_select(node, self.c)
+        return puct_select(node, self.c, max_backup=self.max_backup)
 
 
 @attrs.define
@@ -121,7 +128,7 @@ class UCTSearch(TreeSearch):
     c: float = attrs.field(default=5.0, validator=_non_negative, metadata={"help": "exploration constant"})
 
     def select_child(self, node: Node, uniform: Callable[[], float]) -> Node:
-        return uct_select(node, self.c)
+        return uct_select(node, self.c, max_backup=self.max_backup)
 
 
 @attrs.define
@@ -132,4 +139,4 @@ class GreedyTreeSearch(TreeSearch):
                                  metadata={"help": "probability of a uniformly random child"})
 
     def select_child(self, node: Node, uniform: Callable[[], float]) -> Node:
-        return epsilon_greedy_select(node, self.epsilon, uniform)
+        return epsilon_greedy_select(node, self.epsilon, uniform, max_backup=self.max_backup)

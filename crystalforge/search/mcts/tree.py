@@ -25,6 +25,7 @@ class Node:
         tokens: token ids on the edge from the parent (one, or several after a bypassed chain).
         prior: the probability of this edge under the model (normalised among siblings).
         visits, value_sum: back-propagated rollout count and reward sum.
+        best: the highest reward back-propagated through this node (0 when unvisited).
         terminal: the prefix ends the CIF (end marker or no room left): nothing to expand.
         expanded: children were created (a leaf is not expanded).
     """
@@ -37,6 +38,7 @@ class Node:
     children: list["Node"] = attrs.field(factory=list, repr=False)
     visits: int = 0
     value_sum: float = 0.0
+    best: float = 0.0
     terminal: bool = False
     expanded: bool = False
 
@@ -44,6 +46,19 @@ class Node:
     def q(self) -> float:
         """Mean reward of the rollouts through this node (0 when unvisited)."""
         return self.value_sum / self.visits if self.visits else 0.0
+
+    def value(self, max_backup: float = 0.0) -> float:
+        """The node's value for selection: ``(1 - m) * mean + m * best`` reward, ``m = max_backup``.
+
+        ``m = 0`` is the mean (the usual backup: which prefix is good on average);
+        ``m = 1`` the best reward seen below the node, the single-player-MCTS backup for a
+        search that keeps only its best candidate (which prefix led to the best one).
+        """
+        if not self.visits:
+            return 0.0
+        if max_backup <= 0.0:
+            return self.q
+        return (1.0 - max_backup) * self.q + max_backup * self.best
 
     def path_tokens(self) -> list[int]:
         """Return the generated token ids from the root to this node (prompt excluded)."""
@@ -66,21 +81,25 @@ class Node:
         while node is not None:
             node.visits += 1
             node.value_sum += reward
+            node.best = max(node.best, reward)
             node = node.parent
 
 
 # -- selectors ----------------------------------------------------------------------------
-def puct_scores(node: Node, c: float) -> list[float]:
-    """Return ``Q(child) + c * P(child) * sqrt(N(node)) / (1 + N(child))`` per child."""
+def puct_scores(node: Node, c: float, max_backup: float = 0.0) -> list[float]:
+    """Return ``Q(child) + c * P(child) * sqrt(N(node)) / (1 + N(child))`` per child.
+
+    ``Q`` is :meth:`Node.value` (the mean reward, or with ``max_backup`` a blend with the best).
+    """
     root_visits = math.sqrt(max(node.visits, 1))
-    return [ch.q + c * ch.prior * root_visits / (1 + ch.visits) for ch in node.children]
+    return [ch.value(max_backup) + c * ch.prior * root_visits / (1 + ch.visits) for ch in node.children]
 
 
-def uct_scores(node: Node, c: float) -> list[float]:
+def uct_scores(node: Node, c: float, max_backup: float = 0.0) -> list[float]:
     """Return ``Q(child) + c * sqrt(ln N(node) / N(child))`` per child (``inf`` if unvisited)."""
     log_visits = math.log(max(node.visits, 1))
     return [
-        ch.q + c * math.sqrt(log_visits / ch.visits) if ch.visits else math.inf
+        ch.value(max_backup) + c * math.sqrt(log_visits / ch.visits) if ch.visits else math.inf
         for ch in node.children
     ]
 
@@ -91,18 +110,20 @@ def _argmax(node: Node, scores: Sequence[float]) -> Node:
     return node.children[best]
 
 
-def puct_select(node: Node, c: float = 5.0, uniform: Callable[[], float] | None = None) -> Node:
+def puct_select(node: Node, c: float = 5.0, uniform: Callable[[], float] | None = None,
+                max_backup: float = 0.0) -> Node:
     """Return the child with the highest PUCT score (AlphaZero's rule)."""
-    return _argmax(node, puct_scores(node, c))
+    return _argmax(node, puct_scores(node, c, max_backup))
 
 
-def uct_select(node: Node, c: float = 5.0, uniform: Callable[[], float] | None = None) -> Node:
+def uct_select(node: Node, c: float = 5.0, uniform: Callable[[], float] | None = None,
+               max_backup: float = 0.0) -> Node:
     """Return the child with the highest UCT score; unvisited children first, likeliest first."""
-    return _argmax(node, uct_scores(node, c))
+    return _argmax(node, uct_scores(node, c, max_backup))
 
 
 def epsilon_greedy_select(node: Node, epsilon: float = 0.1,
-                          uniform: Callable[[], float] | None = None) -> Node:
+                          uniform: Callable[[], float] | None = None, max_backup: float = 0.0) -> Node:
     """Return a uniformly random child with probability ``epsilon``, else the best mean reward.
 
     Unvisited children count with their parent's mean reward, so a likely unexplored
@@ -111,7 +132,8 @@ def epsilon_greedy_select(node: Node, epsilon: float = 0.1,
     if uniform is not None and epsilon > 0 and uniform() < epsilon:
         index = min(int(uniform() * len(node.children)), len(node.children) - 1)
         return node.children[index]
-    return _argmax(node, [ch.q if ch.visits else node.q for ch in node.children])
+    return _argmax(node, [ch.value(max_backup) if ch.visits else node.value(max_backup)
+                          for ch in node.children])
 
 
 # -- tree builder -------------------------------------------------------------------------
